@@ -1,0 +1,414 @@
+"""The gradient-penalty core: sample points, take the input gradient, score it per sample.
+
+Every per-sample function returns a ``(B,)`` tensor; weighting and reduction belong to the
+caller (or to :class:`Penalty`, which applies the conventions of the reference material).
+The gradient is always taken with respect to the data only (never the condition), one
+interpolation coefficient is drawn per sample, and the norm runs over every non-batch dim:
+the three places where popular implementations are quietly wrong.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+Critic = Callable[..., Tensor]
+
+__all__ = [
+    "PENALTIES",
+    "Penalty",
+    "dragan",
+    "grad_norm",
+    "gradient_of_scores",
+    "input_gradient",
+    "interpolate",
+    "perturb",
+    "r1",
+    "r2",
+    "wgan_gp",
+    "zero_centered",
+]
+
+
+def _check_batch(x: Tensor, what: str) -> None:
+    if x.dim() < 1 or x.shape[0] == 0:
+        raise ValueError(
+            f"{what} must have a non-empty batch dimension, got shape {tuple(x.shape)}"
+        )
+    if not x.is_floating_point():
+        raise ValueError(f"{what} must be a floating-point tensor, got dtype {x.dtype}")
+
+
+def _check_pair(real: Tensor, fake: Tensor) -> None:
+    _check_batch(real, "real")
+    _check_batch(fake, "fake")
+    if real.shape != fake.shape or real.dtype != fake.dtype or real.device != fake.device:
+        raise ValueError(
+            "real and fake must share shape, dtype and device; got real "
+            f"{tuple(real.shape)} {real.dtype} on {real.device} and fake "
+            f"{tuple(fake.shape)} {fake.dtype} on {fake.device}"
+        )
+
+
+def _per_sample_shape(x: Tensor) -> tuple[int, ...]:
+    """(B, 1, ..., 1): one value per sample that broadcasts over every other dim."""
+    return (x.shape[0],) + (1,) * (x.dim() - 1)
+
+
+def interpolate(real: Tensor, fake: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+    """Points ``eps * real + (1 - eps) * fake`` with one ``eps ~ U[0, 1]`` per sample.
+
+    Works for any rank (2-D points, images, sequences). The result is detached: the penalty
+    trains the critic, so no gradient may flow back into the generator that made ``fake``.
+    """
+    _check_pair(real, fake)
+    eps = torch.rand(
+        _per_sample_shape(real), generator=generator, dtype=real.dtype, device=real.device
+    )
+    return (eps * real.detach() + (1 - eps) * fake.detach()).detach()
+
+
+def perturb(
+    real: Tensor,
+    *,
+    scale: float = 0.5,
+    noise: str = "uniform",
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """DRAGAN's perturbed reals ``real + scale * std * u`` (detached).
+
+    ``std`` is the standard deviation of each feature over the batch. ``noise="uniform"`` draws
+    ``u ~ U[0, 1)`` per element, as in the official DRAGAN code; ``noise="gaussian"`` draws
+    ``u ~ N(0, 1)``, the paper's ``N(0, c * sigma)`` variant. A batch of one has no spread,
+    so its std is zero and the point is returned unchanged.
+    """
+    _check_batch(real, "real")
+    if noise not in ("uniform", "gaussian"):
+        raise ValueError(f"noise must be 'uniform' or 'gaussian', got {noise!r}")
+    if not math.isfinite(scale) or scale < 0:
+        raise ValueError(f"scale must be a finite number >= 0, got {scale}")
+    data = real.detach()
+    std = data.std(dim=0, keepdim=True, unbiased=False)
+    draw = torch.rand if noise == "uniform" else torch.randn
+    u = draw(data.shape, generator=generator, dtype=data.dtype, device=data.device)
+    return data + scale * std * u
+
+
+def _uses_batch_statistics(module: nn.Module) -> bool:
+    return isinstance(module, nn.modules.batchnorm._BatchNorm) and (
+        module.training or not module.track_running_stats
+    )
+
+
+def _check_no_batchnorm(critic: Critic) -> None:
+    if not isinstance(critic, nn.Module):
+        return
+    for name, module in critic.named_modules():
+        if _uses_batch_statistics(module):
+            raise ValueError(
+                f"the critic's layer {name or type(critic).__name__!r} is {type(module).__name__} "
+                "using batch statistics: the critic then maps a batch to a batch, so the gradient "
+                "of one sample's score is not the per-sample gradient the penalty assumes. Use "
+                "layer norm (nn.LayerNorm / nn.GroupNorm(1, C)), instance norm or no "
+                "normalization in the critic, or pass allow_batchnorm=True to override."
+            )
+
+
+def _scores(critic: Critic, x: Tensor, cond: Any) -> Tensor:
+    out = critic(x) if cond is None else critic(x, cond)
+    return _as_scores(out, x.shape[0])
+
+
+def _as_scores(out: Tensor, batch: int) -> Tensor:
+    if not isinstance(out, Tensor):
+        raise ValueError(f"the critic must return a tensor, got {type(out).__name__}")
+    if out.shape == (batch, 1):
+        out = out.squeeze(1)
+    if out.shape != (batch,):
+        raise ValueError(
+            f"the critic must return one score per sample, shape ({batch},) or ({batch}, 1); "
+            f"got {tuple(out.shape)}"
+        )
+    return out
+
+
+def _check_cond(cond: Any, batch: int) -> None:
+    if isinstance(cond, Tensor) and (cond.dim() == 0 or cond.shape[0] != batch):
+        raise ValueError(
+            f"cond must have the batch size {batch} as its first dim, got shape {tuple(cond.shape)}"
+        )
+
+
+def gradient_of_scores(scores: Tensor, x: Tensor) -> Tensor:
+    """Gradient of ``scores.sum()`` with respect to ``x``, keeping the graph for a backward.
+
+    ``x`` must be the tensor (with ``requires_grad``) that produced ``scores``. The training loop
+    uses this to reuse the loss's own forward pass for R1 on reals and R2 on fakes.
+    """
+    if not x.requires_grad:
+        raise ValueError("x must require grad and be the input that produced the scores")
+    if not scores.requires_grad:
+        raise ValueError(
+            "the critic's output does not depend on its input x (the output does not require "
+            "grad), so there is no input gradient to penalize"
+        )
+    (grad,) = torch.autograd.grad(scores.sum(), x, create_graph=True, allow_unused=True)
+    if grad is None:
+        raise ValueError(
+            "the critic's output does not depend on its input x, so there is no input gradient "
+            "to penalize; check that the critic uses x (and not only cond)"
+        )
+    return grad
+
+
+def input_gradient(
+    critic: Critic, x: Tensor, *, cond: Any = None, allow_batchnorm: bool = False
+) -> Tensor:
+    """``d critic(x[, cond]).sum() / dx`` with ``create_graph=True``, shape of ``x``.
+
+    Because each score depends only on its own sample, row ``i`` of the result is the gradient
+    of score ``i``. The caller's tensor is not modified: the gradient is taken with respect to
+    a detached copy, and ``cond`` is passed unchanged (the gradient is with respect to data only).
+    """
+    _check_batch(x, "x")
+    _check_cond(cond, x.shape[0])
+    if not allow_batchnorm:
+        _check_no_batchnorm(critic)
+    x = x.detach().requires_grad_(True)
+    return gradient_of_scores(_scores(critic, x, cond), x)
+
+
+def grad_norm(g: Tensor) -> Tensor:
+    """L2 norm of each sample's gradient over all non-batch dims, shape ``(B,)``.
+
+    Finite value and finite gradient at ``g = 0`` (the plain norm's derivative is 0/0 there).
+    """
+    squared = g.flatten(1).pow(2).sum(dim=1)
+    positive = squared > 0
+    safe = torch.where(positive, squared, torch.ones_like(squared))
+    return torch.where(positive, safe.sqrt(), torch.zeros_like(squared))
+
+
+def _squared_norm(g: Tensor) -> Tensor:
+    return g.flatten(1).pow(2).sum(dim=1)
+
+
+def wgan_gp(
+    critic: Critic,
+    real: Tensor,
+    fake: Tensor,
+    *,
+    target: float = 1.0,
+    one_sided: bool = False,
+    cond: Any = None,
+    allow_batchnorm: bool = False,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """``(||grad D(x_hat)|| - target)^2`` at interpolates, per sample (Gulrajani et al. 2017).
+
+    ``one_sided=True`` gives ``max(0, ||g|| - target)^2``: only norms above the target cost.
+    """
+    x_hat = interpolate(real, fake, generator=generator)
+    norm = grad_norm(input_gradient(critic, x_hat, cond=cond, allow_batchnorm=allow_batchnorm))
+    excess = norm - target
+    if one_sided:
+        excess = excess.clamp_min(0)
+    return excess.pow(2)
+
+
+def r1(
+    critic: Critic,
+    real: Tensor,
+    *,
+    cond: Any = None,
+    allow_batchnorm: bool = False,
+    scores: Tensor | None = None,
+) -> Tensor:
+    """``||grad D(real)||^2`` per sample (Mescheder et al. 2018); weight it by gamma / 2.
+
+    With ``scores`` (the critic's outputs on ``real``, computed from a ``real`` that requires
+    grad), the gradient reuses that forward pass instead of running the critic again.
+    """
+    return _squared_norm(_gradient_at(critic, real, cond, allow_batchnorm, scores))
+
+
+def r2(
+    critic: Critic,
+    fake: Tensor,
+    *,
+    cond: Any = None,
+    allow_batchnorm: bool = False,
+    scores: Tensor | None = None,
+) -> Tensor:
+    """``||grad D(fake)||^2`` per sample: R1's twin on generated samples."""
+    return _squared_norm(_gradient_at(critic, fake, cond, allow_batchnorm, scores))
+
+
+def _gradient_at(
+    critic: Critic, x: Tensor, cond: Any, allow_batchnorm: bool, scores: Tensor | None
+) -> Tensor:
+    if scores is None:
+        return input_gradient(critic, x, cond=cond, allow_batchnorm=allow_batchnorm)
+    if not allow_batchnorm:
+        _check_no_batchnorm(critic)
+    return gradient_of_scores(_as_scores(scores, x.shape[0]), x)
+
+
+def dragan(
+    critic: Critic,
+    real: Tensor,
+    *,
+    target: float = 1.0,
+    scale: float = 0.5,
+    noise: str = "uniform",
+    cond: Any = None,
+    allow_batchnorm: bool = False,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """``(||grad D(x)|| - target)^2`` around the reals (Kodali et al. 2017), per sample.
+
+    As in the official DRAGAN code, ``x`` lies at a uniform random point (one per sample) on the
+    segment between each real and its perturbation ``perturb(real, scale=scale, noise=noise)``.
+    """
+    noisy = perturb(real, scale=scale, noise=noise, generator=generator)
+    x = interpolate(real, noisy, generator=generator)
+    norm = grad_norm(input_gradient(critic, x, cond=cond, allow_batchnorm=allow_batchnorm))
+    return (norm - target).pow(2)
+
+
+def zero_centered(
+    critic: Critic,
+    real: Tensor,
+    fake: Tensor,
+    *,
+    cond: Any = None,
+    allow_batchnorm: bool = False,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """``||grad D(x_hat)||^2`` at interpolates (Thanh-Tung et al. 2019's 0-GP), per sample."""
+    x_hat = interpolate(real, fake, generator=generator)
+    return _squared_norm(input_gradient(critic, x_hat, cond=cond, allow_batchnorm=allow_batchnorm))
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """How a registered penalty is computed and weighted."""
+
+    terms: tuple[Callable[..., Tensor], ...]
+    inputs: tuple[tuple[str, ...], ...]  # for each term, the keyword inputs it takes
+    weight_factor: float  # WGAN-GP family: 1; R1/R2 family: 1/2 (weight is gamma)
+    options: frozenset[str]
+    fixed: tuple[tuple[str, Any], ...] = ()
+
+
+PENALTIES: dict[str, _Spec] = {
+    "none": _Spec((), (), 1.0, frozenset()),
+    "wgan-gp": _Spec((wgan_gp,), (("real", "fake"),), 1.0, frozenset({"target", "one_sided"})),
+    "one-sided": _Spec(
+        (wgan_gp,), (("real", "fake"),), 1.0, frozenset({"target"}), (("one_sided", True),)
+    ),
+    "r1": _Spec((r1,), (("real",),), 0.5, frozenset()),
+    "r2": _Spec((r2,), (("fake",),), 0.5, frozenset()),
+    "r1r2": _Spec((r1, r2), (("real",), ("fake",)), 0.5, frozenset()),
+    "dragan": _Spec((dragan,), (("real",),), 1.0, frozenset({"target", "scale", "noise"})),
+    "zero-centered": _Spec((zero_centered,), (("real", "fake"),), 1.0, frozenset()),
+}
+
+
+class Penalty:
+    """A configured penalty term, as a training loop uses it.
+
+    ``Penalty("wgan-gp", weight=10.0)`` returns ``10 * mean(per-sample)``; R1/R2 terms return
+    ``weight / 2 * mean(per-sample)`` so that ``weight`` is gamma. With ``every = k > 1`` the term
+    is lazy (Karras et al. 2020): ``k`` times the term on steps where ``step % k == 0`` and an
+    exact zero elsewhere, without calling the critic.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        weight: float = 10.0,
+        every: int = 1,
+        *,
+        allow_batchnorm: bool = False,
+        **options: Any,
+    ) -> None:
+        if name not in PENALTIES:
+            raise ValueError(f"unknown penalty {name!r}; valid penalties: {', '.join(PENALTIES)}")
+        spec = PENALTIES[name]
+        unknown = set(options) - spec.options
+        if unknown:
+            allowed = ", ".join(sorted(spec.options)) or "none"
+            raise ValueError(
+                f"penalty {name!r} got unknown option(s) {', '.join(sorted(unknown))}; "
+                f"its options are: {allowed}"
+            )
+        if isinstance(weight, bool) or not isinstance(weight, int | float):
+            raise ValueError(f"weight must be a number, got {weight!r}")
+        if not math.isfinite(weight) or weight < 0:
+            raise ValueError(f"weight must be a finite number >= 0, got {weight}")
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be an integer >= 1, got {every!r}")
+        self.name = name
+        self.weight = float(weight)
+        self.every = every
+        self.allow_batchnorm = allow_batchnorm
+        self.options = dict(options)
+        self._spec = spec
+
+    def __repr__(self) -> str:
+        extra = "".join(f", {k}={v!r}" for k, v in self.options.items())
+        return f"Penalty({self.name!r}, weight={self.weight}, every={self.every}{extra})"
+
+    @property
+    def needs(self) -> frozenset[str]:
+        """The inputs (``"real"``, ``"fake"``) the penalty reads."""
+        return frozenset(name for inputs in self._spec.inputs for name in inputs)
+
+    def active(self, step: int) -> bool:
+        """Whether the term is computed at ``step`` (always, unless lazy)."""
+        return bool(self._spec.terms) and self.weight > 0 and step % self.every == 0
+
+    def __call__(
+        self,
+        critic: Critic,
+        *,
+        real: Tensor | None = None,
+        fake: Tensor | None = None,
+        cond: Any = None,
+        step: int = 0,
+        real_scores: Tensor | None = None,
+        fake_scores: Tensor | None = None,
+    ) -> Tensor:
+        """The weighted scalar term at ``step``.
+
+        ``real_scores`` / ``fake_scores``: the critic's outputs on ``real`` / ``fake`` from the
+        loss's forward pass; R1 and R2 then reuse it (``real`` / ``fake`` must require grad and
+        be the tensors that produced them). Other penalties ignore them.
+        """
+        given = {"real": real, "fake": fake}
+        missing = [name for name in sorted(self.needs) if given[name] is None]
+        if missing:
+            raise ValueError(f"penalty {self.name!r} needs {' and '.join(missing)}")
+        reference = real if real is not None else fake
+        if not self.active(step):
+            if reference is None:
+                return torch.zeros(())
+            return torch.zeros((), dtype=reference.dtype, device=reference.device)
+        scores = {"real": real_scores, "fake": fake_scores}
+        kwargs = dict(self._spec.fixed) | self.options
+        total: Tensor | None = None
+        for term, inputs in zip(self._spec.terms, self._spec.inputs, strict=True):
+            args = [given[name] for name in inputs]
+            extra = dict(kwargs)
+            if term in (r1, r2):
+                extra["scores"] = scores[inputs[0]]
+            value = term(critic, *args, cond=cond, allow_batchnorm=self.allow_batchnorm, **extra)
+            total = value.mean() if total is None else total + value.mean()
+        assert total is not None
+        return (self.every * self.weight * self._spec.weight_factor) * total

@@ -1,0 +1,38 @@
+"""Experiments that test the field's claims, one module each, run as ``gradpen study NAME``.
+
+Every module in this package that defines ``run(out_dir: Path, *, quick: bool = False) -> Path``
+is a study. Its CLI name is the module name with ``_`` replaced by ``-``, unless the module sets
+``STUDY_NAME`` (needed where the name is a Python keyword, e.g. ``lambda``). ``run`` writes a
+report directory (``report.md`` with a table, PNG figures, and ``results.json``) under
+``out_dir`` and returns the path of ``report.md``. ``quick=True`` is a seconds-long smoke version
+used by the tests. The module docstring states the CPU budget of the full run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from types import ModuleType
+
+from gradpen.errors import UserError
+
+
+def available() -> dict[str, ModuleType]:
+    """Import every study module and map its CLI name to it."""
+    studies = {}
+    for info in pkgutil.iter_modules(__path__):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        if callable(getattr(module, "run", None)):
+            studies[getattr(module, "STUDY_NAME", info.name.replace("_", "-"))] = module
+    return studies
+
+
+def load(name: str) -> ModuleType:
+    """Return the study called ``name`` (CLI spelling); an unknown name lists the valid ones."""
+    studies = available()
+    if name not in studies:
+        valid = ", ".join(sorted(studies)) or "(none installed)"
+        raise UserError(f"unknown study {name!r}; available studies: {valid}")
+    return studies[name]
