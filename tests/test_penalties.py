@@ -353,3 +353,12 @@ def test_perturb_scales_noise_by_feature_std():
         torch.manual_seed(0)
         out = gp.perturb(real, scale=0.5, noise=noise)
         torch.testing.assert_close(out, real + 0.5 * torch.tensor([[1.0, 10.0]]) * u)
+
+
+def test_lazy_adam_hyperparameters_follow_stylegan2():
+    assert gp.lazy_adam_hyperparameters(1e-3, (0.0, 0.99), 1) == (1e-3, (0.0, 0.99))
+    lr, (b1, b2) = gp.lazy_adam_hyperparameters(0.0025, (0.0, 0.99), 16)
+    assert lr == pytest.approx(0.0025 * 16 / 17)
+    assert (b1, b2) == (0.0, pytest.approx(0.99 ** (16 / 17)))
+    with pytest.raises(ValueError, match="every must be"):
+        gp.lazy_adam_hyperparameters(1e-3, (0.5, 0.9), 0)

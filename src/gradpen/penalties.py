@@ -27,6 +27,7 @@ __all__ = [
     "gradient_of_scores",
     "input_gradient",
     "interpolate",
+    "lazy_adam_hyperparameters",
     "perturb",
     "r1",
     "r2",
@@ -412,3 +413,19 @@ class Penalty:
             total = value.mean() if total is None else total + value.mean()
         assert total is not None
         return (self.every * self.weight * self._spec.weight_factor) * total
+
+
+def lazy_adam_hyperparameters(
+    lr: float, betas: tuple[float, float], every: int
+) -> tuple[float, tuple[float, float]]:
+    """Adam's lr and betas corrected for a penalty applied every ``every`` steps (StyleGAN2).
+
+    With ``c = every / (every + 1)``: ``lr * c`` and ``betas ** c``, so that the lazily
+    regularized critic's optimizer keeps its effective step size and averaging horizon.
+    """
+    if every < 1:
+        raise ValueError(f"every must be an integer >= 1, got {every}")
+    if every == 1:
+        return lr, betas
+    c = every / (every + 1)
+    return lr * c, (betas[0] ** c, betas[1] ** c)
