@@ -1,4 +1,4 @@
-"""The ``gradpen`` command line: demo, study (train, sample, eval arrive with the engine).
+"""The ``gradpen`` command line: train, demo, sample, eval, study.
 
 Exit status: 0 on success, 2 on a user error (a one-paragraph message, no traceback),
 1 on an internal failure (the traceback, so that it can be reported).
@@ -21,6 +21,45 @@ def _demo(args: argparse.Namespace) -> None:
     print(penalty_table(seed=args.seed))
 
 
+def _print_summary(summary: dict) -> None:
+    for key, value in summary.items():
+        if key == "plots":
+            for path in value:
+                print(f"plot: {path}")
+        else:
+            print(f"{key:>20}: {value:.4f}" if isinstance(value, float) else f"{key:>20}: {value}")
+
+
+def _train(args: argparse.Namespace) -> None:
+    from gradpen.train import train
+
+    trainer, summary = train(args.config, args.set, out=args.out, resume=args.resume)
+    _print_summary(summary)
+    print(f"run directory: {trainer.run_dir}")
+
+
+def _sample(args: argparse.Namespace) -> None:
+    from gradpen.train import open_run
+    from gradpen.train.evaluate import sample_images01, save_npz
+
+    if args.n < 1:
+        raise UserError(f"-n must be >= 1, got {args.n}")
+    x, y = sample_images01(open_run(args.run_dir), args.n)
+    print(f"wrote {save_npz(Path(args.out), x, y)}: x {tuple(x.shape)}")
+
+
+def _eval(args: argparse.Namespace) -> None:
+    import json
+
+    from gradpen.train import open_run
+    from gradpen.train.evaluate import evaluate
+
+    trainer = open_run(args.run_dir)
+    summary = {"step": trainer.step, **evaluate(trainer)}
+    (trainer.run_dir / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
+    _print_summary(summary)
+
+
 def _study(args: argparse.Namespace) -> None:
     from gradpen import studies
 
@@ -39,6 +78,29 @@ def build_parser() -> argparse.ArgumentParser:
         prog="gradpen", description="Gradient penalties for GAN critics and beyond."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser("train", help="train a run from a TOML config, or resume one")
+    train.add_argument("config", nargs="?", help="TOML recipe (see configs/)")
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.steps=2000 (repeatable)",
+    )
+    train.add_argument("--out", help="run directory (default runs/CONFIG-TIMESTAMP)")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    train.set_defaults(handler=_train)
+
+    sample = commands.add_parser("sample", help="draw generator samples from a run into .npz")
+    sample.add_argument("run_dir")
+    sample.add_argument("-n", type=int, default=1000, help="number of samples (default 1000)")
+    sample.add_argument("--out", required=True, help="output .npz file (arrays x, and y)")
+    sample.set_defaults(handler=_sample)
+
+    evaluate = commands.add_parser("eval", help="recompute a run's metrics (writes eval.json)")
+    evaluate.add_argument("run_dir")
+    evaluate.set_defaults(handler=_eval)
 
     demo = commands.add_parser("demo", help="a short run on an embedded default; prints a summary")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

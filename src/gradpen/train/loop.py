@@ -1,0 +1,402 @@
+"""The training loop: WGAN-GP's Algorithm 1, generalized to other losses and penalties.
+
+For each generator step, ``n_critic`` critic steps, each on a fresh real batch and fresh fakes;
+the critic minimizes its adversarial loss plus the penalty term; the generator then takes
+``n_generator`` steps. Everything random draws from torch's global RNG (seeded once), whose
+state is checkpointed, so a resumed run reproduces an uninterrupted one exactly. Diagnostics
+draw from their own generator and never perturb training.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm import tqdm
+
+from gradpen import losses
+from gradpen.errors import UserError
+from gradpen.lipschitz import clip_weights_, spectral_norm
+from gradpen.nets import build_critic, build_generator
+from gradpen.penalties import Penalty, grad_norm, input_gradient, interpolate
+from gradpen.penalties import lazy_adam_hyperparameters as lazy_adam
+from gradpen.train.checkpoint import CHECKPOINT_NAME, check_writable, save_atomic
+from gradpen.train.config import TOY_DATA, Config, to_toml
+from gradpen.train.data import BatchSource, make_source
+
+REUSABLE = ("r1", "r2", "r1r2")
+DIAGNOSTIC_SEED_OFFSET = 7919
+
+
+class TrainingDiverged(UserError):
+    """A loss, the penalty or a gradient became NaN or infinite."""
+
+
+def score(critic: nn.Module, x: Tensor, y: Tensor | None) -> Tensor:
+    """Critic scores of shape (B,), passing labels when the run is conditional."""
+    out = critic(x) if y is None else critic(x, y)
+    return out.squeeze(1) if out.dim() == 2 else out
+
+
+def generate(generator: nn.Module, n: int, y: Tensor | None, device: torch.device) -> Tensor:
+    """``n`` generator samples (for labels ``y`` when conditional), noise from the global RNG."""
+    z = generator.sample_noise(n, device=device)
+    return generator(z) if y is None else generator(z, y)
+
+
+def _resolve_device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise UserError(f"train.device {name!r} is not a device: {error}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("train.device is 'cuda' but no CUDA device is available here; use 'cpu'")
+    return device
+
+
+class Trainer:
+    """One run: networks, optimizers, data, and the run directory it writes."""
+
+    def __init__(self, config: Config, run_dir: Path) -> None:
+        self.config = config
+        self.run_dir = run_dir
+        self.device = _resolve_device(config.train.device)
+        torch.manual_seed(config.seed)
+        self.data: BatchSource = make_source(config, self.device)
+        self.is_toy = config.data.name in TOY_DATA
+        gen_options = dict(config.generator.options)
+        critic_options = dict(config.critic.options)
+        if config.data.conditional:
+            gen_options.setdefault("n_classes", self.data.num_classes)
+            critic_options.setdefault("n_classes", self.data.num_classes)
+        self.G = build_generator(config.generator.kind, **gen_options).to(self.device)
+        self.D = build_critic(config.critic.kind, **critic_options).to(self.device)
+        if config.train.spectral_norm:
+            spectral_norm(self.D)
+        self.data.check_generator(self.G)
+        p = config.penalty
+        self.penalty = Penalty(
+            p.name, p.weight, p.every, allow_batchnorm=p.allow_batchnorm, **p.options
+        )
+        t = config.train
+        d_lr, d_betas = lazy_adam(t.d_lr, (t.d_betas[0], t.d_betas[1]), p.every)
+        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=t.g_lr, betas=tuple(t.g_betas))
+        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=d_lr, betas=d_betas)
+        decay = (lambda s: max(0.0, 1.0 - s / t.steps)) if t.lr_decay == "linear" else None
+        self.schedulers = [
+            torch.optim.lr_scheduler.LambdaLR(opt, decay or (lambda s: 1.0))
+            for opt in (self.opt_G, self.opt_D)
+        ]
+        self.ema = (
+            AveragedModel(self.G, multi_avg_fn=get_ema_multi_avg_fn(t.ema)) if t.ema > 0 else None
+        )
+        self.step = 0  # completed generator steps
+        self.d_step = 0  # completed critic steps (the lazy penalty's clock)
+        self.diagnostic_rng = torch.Generator(device="cpu").manual_seed(
+            config.seed + DIAGNOSTIC_SEED_OFFSET
+        )
+        self._interrupted = False
+        self._last: dict[str, Tensor] = {}
+
+    # --- state ------------------------------------------------------------------------------
+
+    @property
+    def sampler(self) -> nn.Module:
+        """The generator used for samples and evaluation: the EMA copy when there is one."""
+        return self.ema.module if self.ema is not None else self.G
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resume needs, as tensors and plain data (``weights_only`` loadable)."""
+        state: dict[str, Any] = {
+            "format": 1,
+            "step": self.step,
+            "d_step": self.d_step,
+            "generator": self.G.state_dict(),
+            "critic": self.D.state_dict(),
+            "opt_generator": self.opt_G.state_dict(),
+            "opt_critic": self.opt_D.state_dict(),
+            "schedulers": [s.state_dict() for s in self.schedulers],
+            "rng_cpu": torch.get_rng_state(),
+            "rng_diagnostic": self.diagnostic_rng.get_state(),
+            "config_toml": to_toml(self.config),
+        }
+        if torch.cuda.is_available():
+            state["rng_cuda"] = torch.cuda.get_rng_state_all()
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict` (from ``torch.load(weights_only=True)``)."""
+        self.step, self.d_step = int(state["step"]), int(state["d_step"])
+        self.G.load_state_dict(state["generator"])
+        self.D.load_state_dict(state["critic"])
+        self.opt_G.load_state_dict(state["opt_generator"])
+        self.opt_D.load_state_dict(state["opt_critic"])
+        for scheduler, saved in zip(self.schedulers, state["schedulers"], strict=True):
+            scheduler.load_state_dict(saved)
+        torch.set_rng_state(state["rng_cpu"])
+        self.diagnostic_rng.set_state(state["rng_diagnostic"])
+        if "rng_cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+        if self.ema is not None:
+            if "ema" not in state:
+                raise UserError("the checkpoint has no EMA generator but the config asks for one")
+            self.ema.load_state_dict(state["ema"])
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / "checkpoints" / CHECKPOINT_NAME
+
+    def save_checkpoint(self) -> None:
+        save_atomic(self.state_dict(), self.checkpoint_path)
+
+    def drop_metrics_after_checkpoint(self) -> None:
+        """On resume: forget the metrics logged after the checkpoint (that work is redone)."""
+        metrics = self.run_dir / "metrics.jsonl"
+        if not metrics.exists():
+            return
+        kept = []
+        for line in metrics.read_text().splitlines():
+            step = _complete_record_step(line)
+            if step is not None and step <= self.step:
+                kept.append(line + "\n")
+        metrics.write_text("".join(kept))
+
+    # --- one step of each network -----------------------------------------------------------
+
+    def critic_step(self) -> dict[str, Tensor]:
+        """One critic update: loss + penalty, one backward, one optimizer step."""
+        real, y = self.data.batch(self.config.train.batch_size)
+        with torch.no_grad():
+            fake = generate(self.G, real.shape[0], y, self.device)
+        pen = self.penalty
+        active = pen.active(self.d_step)
+        reuse = active and self.config.penalty.reuse_forward and pen.name in REUSABLE
+        term: Tensor | None = None
+        if reuse:
+            if "real" in pen.needs:
+                real.requires_grad_(True)
+            if "fake" in pen.needs:
+                fake.requires_grad_(True)
+        elif active:
+            # Before the loss forwards: the double backward then needs less live memory.
+            term = pen(self.D, real=real, fake=fake, cond=y, step=self.d_step)
+        real_scores = score(self.D, real, y)
+        fake_scores = score(self.D, fake, y)
+        if reuse:
+            term = pen(
+                self.D,
+                real=real,
+                fake=fake,
+                cond=y,
+                step=self.d_step,
+                real_scores=real_scores,
+                fake_scores=fake_scores,
+            )
+        loss = losses.d_loss(self.config.train.loss, real_scores, fake_scores)
+        if term is None:
+            term = torch.zeros((), device=self.device)
+        self._check_finite({"critic loss": loss, "penalty": term})
+        self.opt_D.zero_grad(set_to_none=True)
+        (loss + term).backward()
+        self._check_gradients(self.D, "critic")
+        self.opt_D.step()
+        if self.config.train.clip > 0:
+            clip_weights_(self.D, self.config.train.clip)
+        self.d_step += 1
+        self._last = {"real": real.detach(), "fake": fake.detach(), "y": y}
+        return {
+            "d_loss": loss.detach(),
+            "penalty": term.detach(),
+            "wasserstein": (real_scores.mean() - fake_scores.mean()).detach(),
+        }
+
+    def generator_step(self) -> Tensor:
+        """One generator update against the current critic."""
+        batch = self.config.train.batch_size
+        kind = self.config.train.loss
+        real_scores = None
+        if losses.needs_real_for_generator(kind):
+            real, y = self.data.batch(batch)
+            real_scores = score(self.D, real, y)
+        else:
+            y = self.data.labels(batch)
+        fake = generate(self.G, batch, y, self.device)
+        loss = losses.g_loss(kind, score(self.D, fake, y), real_scores)
+        self._check_finite({"generator loss": loss})
+        self.opt_G.zero_grad(set_to_none=True)
+        loss.backward()
+        self.D.zero_grad(set_to_none=True)  # the critic's grads from this pass are not used
+        self._check_gradients(self.G, "generator")
+        self.opt_G.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.G)
+        return loss.detach()
+
+    def train_round(self) -> dict[str, Tensor]:
+        """``n_critic`` critic steps then ``n_generator`` generator steps; one generator step
+        of the schedule."""
+        t = self.config.train
+        sums: dict[str, Tensor] = {}
+        for _ in range(t.n_critic):
+            for key, value in self.critic_step().items():
+                sums[key] = sums.get(key, 0) + value / t.n_critic
+        g_losses = [self.generator_step() for _ in range(t.n_generator)]
+        sums["g_loss"] = torch.stack(g_losses).mean()
+        for scheduler in self.schedulers:
+            scheduler.step()
+        self.step += 1
+        return sums
+
+    # --- guards ---------------------------------------------------------------------------
+
+    def _check_finite(self, terms: dict[str, Tensor]) -> None:
+        for name, value in terms.items():
+            if not torch.isfinite(value).all():
+                raise TrainingDiverged(
+                    f"the {name} became {value.item()} at generator step {self.step + 1} "
+                    f"(critic step {self.d_step + 1}); training stopped and the last good "
+                    f"checkpoint ({self.checkpoint_path}) was kept. Lower the learning rates or "
+                    "raise the penalty weight."
+                )
+
+    def _check_gradients(self, net: nn.Module, name: str) -> None:
+        grads = [p.grad for p in net.parameters() if p.grad is not None]
+        if grads and not torch.stack([g.isfinite().all() for g in grads]).all():
+            self._check_finite({f"{name} gradient": torch.tensor(math.inf)})
+
+    # --- diagnostics ----------------------------------------------------------------------
+
+    def gradient_norms(self) -> dict[str, float]:
+        """Mean and std of the critic's input-gradient norm at interpolates, reals and fakes
+        of the last critic batch (own RNG: does not perturb training)."""
+        if not self._last:
+            return {}
+        real, fake, y = self._last["real"], self._last["fake"], self._last["y"]
+        points = {
+            "interp": interpolate(real, fake, generator=self._diagnostic_generator(real)),
+            "real": real,
+            "fake": fake,
+        }
+        stats = {}
+        for name, x in points.items():
+            with torch.enable_grad():
+                norms = grad_norm(input_gradient(self.D, x, cond=y, allow_batchnorm=True)).detach()
+            stats[f"gnorm_{name}_mean"] = norms.mean().item()
+            stats[f"gnorm_{name}_std"] = norms.std().item() if norms.numel() > 1 else 0.0
+        return stats
+
+    def _diagnostic_generator(self, like: Tensor) -> torch.Generator:
+        if like.device.type == "cpu":
+            return self.diagnostic_rng
+        seed = int(torch.randint(2**62, (1,), generator=self.diagnostic_rng))
+        return torch.Generator(device=like.device).manual_seed(seed)
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def train(self) -> dict[str, Any]:
+        """Run to ``train.steps``, logging, checkpointing and plotting; returns the summary."""
+        cfg = self.config
+        check_writable(self.run_dir, needed_bytes=4 * _state_bytes(self) + 2**24)
+        (self.run_dir / "config.toml").write_text(to_toml(cfg))
+        metrics_path = self.run_dir / "metrics.jsonl"
+        bar = tqdm(
+            total=cfg.train.steps,
+            initial=self.step,
+            desc="train",
+            disable=None if cfg.log.progress else True,
+            dynamic_ncols=True,
+        )
+        sums: dict[str, Tensor] = {}
+        rounds, started = 0, time.perf_counter()
+        with _sigint_sets_flag(self), metrics_path.open("a") as metrics:
+            while self.step < cfg.train.steps and not self._interrupted:
+                for key, value in self.train_round().items():
+                    sums[key] = sums.get(key, 0) + value
+                rounds += 1
+                if self.step % cfg.log.every == 0 or self.step == cfg.train.steps:
+                    record = {"step": self.step, "critic_steps": self.d_step}
+                    record |= {k: (v / rounds).item() for k, v in sums.items()}
+                    record["step_time"] = (time.perf_counter() - started) / rounds
+                    record |= self.gradient_norms()
+                    metrics.write(json.dumps(record) + "\n")
+                    metrics.flush()
+                    bar.set_postfix(
+                        d=f"{record['d_loss']:.3f}",
+                        g=f"{record['g_loss']:.3f}",
+                        W=f"{record['wasserstein']:.3f}",
+                    )
+                    sums, rounds, started = {}, 0, time.perf_counter()
+                bar.update(1)
+                if self.step % cfg.log.checkpoint_every == 0 or self.step == cfg.train.steps:
+                    self.save_checkpoint()
+                samples_every = cfg.log.samples_every or cfg.log.checkpoint_every
+                if self.step % samples_every == 0:
+                    self.save_samples(self.run_dir / "samples" / f"step_{self.step:07d}.png")
+        bar.close()
+        if self._interrupted:
+            self.save_checkpoint()
+            raise KeyboardInterrupt(
+                f"interrupted at step {self.step}; checkpoint saved. Continue with "
+                f"gradpen train --resume {self.run_dir}"
+            )
+        return self.finish()
+
+    def finish(self) -> dict[str, Any]:
+        """Evaluate, write ``summary.json`` and the final plots; returns the summary."""
+        from gradpen.train.evaluate import evaluate, write_plots
+
+        summary = {"step": self.step, "critic_steps": self.d_step, **evaluate(self)}
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        summary["plots"] = [str(p) for p in write_plots(self)]
+        return summary
+
+    def save_samples(self, path: Path) -> Path:
+        """A picture of the current samples: the critic surface (2-D) or an image grid."""
+        from gradpen.train.evaluate import save_sample_picture
+
+        return save_sample_picture(self, path)
+
+
+def _complete_record_step(line: str) -> int | None:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None  # a line torn by a crash
+
+
+def _state_bytes(trainer: Trainer) -> int:
+    params = [*trainer.G.parameters(), *trainer.D.parameters()]
+    # weights + two Adam moments each, plus the EMA copy
+    return sum(p.numel() * p.element_size() for p in params) * 4
+
+
+@contextmanager
+def _sigint_sets_flag(trainer: Trainer) -> Iterator[None]:
+    """The first Ctrl-C ends the run at the next step boundary (after a checkpoint);
+    a second one interrupts at once."""
+
+    def handler(signum: int, frame: Any) -> None:
+        if trainer._interrupted:
+            raise KeyboardInterrupt
+        trainer._interrupted = True
+
+    try:
+        previous = signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
