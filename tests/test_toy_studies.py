@@ -9,7 +9,9 @@ import pytest
 from gradpen import studies
 
 
-@pytest.mark.parametrize("name", ["lambda", "one-vs-two-sided", "activations"])
+@pytest.mark.parametrize(
+    "name", ["lambda", "one-vs-two-sided", "activations", "placement", "batchnorm", "clip-vs-gp"]
+)
 def test_quick_study_writes_report(tmp_path, name):
     report = studies.load(name).run(tmp_path, quick=True)
     assert report == tmp_path / "report.md" and "|" in report.read_text()
@@ -17,3 +19,29 @@ def test_quick_study_writes_report(tmp_path, name):
     assert results
     for figure in report.read_text().split("](")[1:]:
         assert (tmp_path / figure.split(")")[0]).stat().st_size > 0
+
+
+def test_cross_terms_vanish_for_per_sample_critics_only():
+    import torch
+
+    from gradpen.nets.mlp import MLPCritic
+    from gradpen.studies.batchnorm import cross_term_ratio
+
+    torch.manual_seed(0)
+    x = torch.randn(16, 2)
+    assert cross_term_ratio(MLPCritic(width=16, norm="none"), x) < 1e-6
+    assert cross_term_ratio(MLPCritic(width=16, norm="layer"), x) < 1e-6
+    assert cross_term_ratio(MLPCritic(width=16, norm="batch"), x) > 1e-3
+
+
+def test_collapse_puts_every_fake_on_one_center(tmp_path):
+    import torch
+
+    from gradpen.studies._toyrun import toy_trainer
+    from gradpen.studies.placement import collapse
+
+    trainer = toy_trainer([], tmp_path)
+    center = torch.tensor([0.5, -0.25])
+    collapse(trainer, center)
+    fakes = trainer.G(trainer.G.sample_noise(32))
+    assert torch.equal(fakes, center.expand(32, 2))
