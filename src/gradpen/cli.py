@@ -34,8 +34,9 @@ def _train(args: argparse.Namespace) -> None:
     from gradpen.train import train
 
     trainer, summary = train(args.config, args.set, out=args.out, resume=args.resume)
-    _print_summary(summary)
-    print(f"run directory: {trainer.run_dir}")
+    if trainer.dist.is_main:  # under torchrun, one rank reports
+        _print_summary(summary)
+        print(f"run directory: {trainer.run_dir}")
 
 
 def _sample(args: argparse.Namespace) -> None:
@@ -58,6 +59,12 @@ def _eval(args: argparse.Namespace) -> None:
     summary = {"step": trainer.step, **evaluate(trainer)}
     (trainer.run_dir / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
     _print_summary(summary)
+
+
+def _export(args: argparse.Namespace) -> None:
+    from gradpen.export import export_generator
+
+    print(f"wrote {export_generator(args.run_dir, args.out)}")
 
 
 def _study(args: argparse.Namespace) -> None:
@@ -101,6 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("eval", help="recompute a run's metrics (writes eval.json)")
     evaluate.add_argument("run_dir")
     evaluate.set_defaults(handler=_eval)
+
+    export = commands.add_parser(
+        "export", help="write a run's generator (the EMA copy if any) as safetensors"
+    )
+    export.add_argument("run_dir")
+    export.add_argument("--out", required=True, help="output file, e.g. G.safetensors")
+    export.set_defaults(handler=_export)
 
     demo = commands.add_parser("demo", help="a short run on an embedded default; prints a summary")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

@@ -1,9 +1,15 @@
 """Checkpoints that survive a crash and load safely.
 
-A checkpoint is written to a temporary file in the same folder, flushed to disk, then moved over
-``last.pt`` with ``os.replace`` (atomic on POSIX): a kill at any moment leaves either the old
-or the new file, never a torn one. It holds tensors, numbers, strings and containers only, so
+Every file a run depends on (``last.pt``, ``config.toml``, the rewritten ``metrics.jsonl``,
+``summary.json``) is written to a temporary file in the same folder, flushed to disk, then moved
+over its name with ``os.replace`` (atomic on POSIX): a kill at any moment leaves either the old or
+the new file, never a torn one. A kill inside a write leaves a stray temporary file, which the next
+run removes. A checkpoint holds tensors, numbers, strings and containers only, so
 ``torch.load(weights_only=True)`` reads it and a crafted pickle cannot run code.
+
+Crash testing: with the environment variable ``GRADPEN_CHECKPOINT_PAUSE=SECONDS`` a checkpoint
+write sleeps between writing its temporary file and the replace, so that a test can kill the
+process exactly inside a write (``benchmarks/kill_resume.py``).
 """
 
 from __future__ import annotations
@@ -12,25 +18,34 @@ import os
 import pickle
 import shutil
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
 from gradpen.errors import UserError
 
 CHECKPOINT_NAME = "last.pt"
+PAUSE_VARIABLE = "GRADPEN_CHECKPOINT_PAUSE"
 
 
-def save_atomic(state: dict[str, Any], path: Path) -> None:
-    """Write ``state`` to ``path`` atomically (temp file + fsync + ``os.replace``)."""
+def _temporary_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def _replace_atomically(path: Path, write: Callable[[IO[bytes]], None], pause: float = 0) -> None:
+    """Write ``path`` through ``write`` into a temp file, fsync it, then ``os.replace`` it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=_temporary_prefix(path), suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        if pause > 0:
+            time.sleep(pause)
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
@@ -40,6 +55,27 @@ def save_atomic(state: dict[str, Any], path: Path) -> None:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+def save_atomic(state: dict[str, Any], path: Path) -> None:
+    """Write ``state`` to ``path`` atomically (temp file + fsync + ``os.replace``)."""
+    pause = float(os.environ.get(PAUSE_VARIABLE, "0") or 0)
+    _replace_atomically(path, lambda handle: torch.save(state, handle), pause)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically: a reader sees the old or the new text, never half."""
+    _replace_atomically(path, lambda handle: handle.write(text.encode()))
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Delete temporary files a killed write of ``path`` left behind; returns them."""
+    if not path.parent.is_dir():
+        return []
+    stale = sorted(path.parent.glob(f"{_temporary_prefix(path)}*.tmp"))
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return stale
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -5,6 +5,9 @@ the critic minimizes its adversarial loss plus the penalty term; the generator t
 ``n_generator`` steps. Everything random draws from torch's global RNG (seeded once), whose
 state is checkpointed, so a resumed run reproduces an uninterrupted one exactly. Diagnostics
 draw from their own generator and never perturb training.
+
+Under ``torchrun`` (see :mod:`gradpen.train.distributed`) each rank runs this loop on its own
+batches with DDP-wrapped networks; rank 0 alone writes the run directory.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import math
 import signal
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +32,17 @@ from gradpen.lipschitz import clip_weights_, spectral_norm
 from gradpen.nets import build_critic, build_generator
 from gradpen.penalties import Penalty, grad_norm, input_gradient, interpolate
 from gradpen.penalties import lazy_adam_hyperparameters as lazy_adam
-from gradpen.train.checkpoint import CHECKPOINT_NAME, check_writable, save_atomic
+from gradpen.train import distributed
+from gradpen.train.checkpoint import (
+    CHECKPOINT_NAME,
+    check_writable,
+    remove_stale_temporaries,
+    save_atomic,
+    write_text_atomic,
+)
 from gradpen.train.config import TOY_DATA, Config, to_toml
 from gradpen.train.data import BatchSource, make_source
+from gradpen.train.distributed import DistEnv
 
 REUSABLE = ("r1", "r2", "r1r2")
 DIAGNOSTIC_SEED_OFFSET = 7919
@@ -47,10 +58,32 @@ def score(critic: nn.Module, x: Tensor, y: Tensor | None) -> Tensor:
     return out.squeeze(1) if out.dim() == 2 else out
 
 
-def generate(generator: nn.Module, n: int, y: Tensor | None, device: torch.device) -> Tensor:
-    """``n`` generator samples (for labels ``y`` when conditional), noise from the global RNG."""
+def generate(
+    generator: nn.Module,
+    n: int,
+    y: Tensor | None,
+    device: torch.device,
+    forward: nn.Module | None = None,
+) -> Tensor:
+    """``n`` generator samples (for labels ``y`` when conditional), noise from the global RNG.
+
+    ``forward``: the module that runs the generator (its DDP wrapper), if not ``generator``.
+    """
     z = generator.sample_noise(n, device=device)
-    return generator(z) if y is None else generator(z, y)
+    net = forward if forward is not None else generator
+    return net(z) if y is None else net(z, y)
+
+
+@contextmanager
+def frozen(module: nn.Module) -> Iterator[None]:
+    """``module``'s parameters do not require grad inside the block (no gradient is made)."""
+    flags = [p.requires_grad for p in module.parameters()]
+    module.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for param, flag in zip(module.parameters(), flags, strict=True):
+            param.requires_grad_(flag)
 
 
 def _resolve_device(name: str) -> torch.device:
@@ -69,7 +102,8 @@ class Trainer:
     def __init__(self, config: Config, run_dir: Path) -> None:
         self.config = config
         self.run_dir = run_dir
-        self.device = _resolve_device(config.train.device)
+        self.dist: DistEnv
+        self.dist, self.device = distributed.join(_resolve_device(config.train.device))
         torch.manual_seed(config.seed)
         self.data: BatchSource = make_source(config, self.device)
         self.is_toy = config.data.name in TOY_DATA
@@ -83,6 +117,12 @@ class Trainer:
         if config.train.spectral_norm:
             spectral_norm(self.D)
         self.data.check_generator(self.G)
+        # Training forwards go through these (DDP wrappers under torchrun, else G and D).
+        self.G_train = distributed.wrap(self.G, self.dist, self.device)
+        self.D_train = distributed.wrap(self.D, self.dist, self.device)
+        if self.dist.enabled:
+            torch.manual_seed(distributed.rank_seed(config.seed, self.dist.rank))
+            self._shard_images()
         p = config.penalty
         self.penalty = Penalty(
             p.name, p.weight, p.every, allow_batchnorm=p.allow_batchnorm, **p.options
@@ -107,6 +147,16 @@ class Trainer:
         self._interrupted = False
         self._last: dict[str, Tensor] = {}
 
+    def _shard_images(self) -> None:
+        """Rank r samples from every world_size-th training image, starting at image r."""
+        train_set = self.data.train_set
+        if train_set is None:
+            return  # toy data are drawn fresh: each rank's own random stream is its shard
+        rank, world = self.dist.rank, self.dist.world_size
+        self.data.train_set = type(train_set)(
+            train_set.images[rank::world], train_set.labels[rank::world]
+        )
+
     # --- state ------------------------------------------------------------------------------
 
     @property
@@ -114,8 +164,17 @@ class Trainer:
         """The generator used for samples and evaluation: the EMA copy when there is one."""
         return self.ema.module if self.ema is not None else self.G
 
+    def _rng_states(self) -> dict[str, Any]:
+        states: dict[str, Any] = {"cpu": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            states["cuda"] = torch.cuda.get_rng_state(self.device)
+        return states
+
     def state_dict(self) -> dict[str, Any]:
-        """Everything a resume needs, as tensors and plain data (``weights_only`` loadable)."""
+        """Everything a resume needs, as tensors and plain data (``weights_only`` loadable).
+
+        Under torchrun every rank must call it: it gathers each rank's random state.
+        """
         state: dict[str, Any] = {
             "format": 1,
             "step": self.step,
@@ -131,6 +190,8 @@ class Trainer:
         }
         if torch.cuda.is_available():
             state["rng_cuda"] = torch.cuda.get_rng_state_all()
+        if self.dist.enabled:
+            state["rng_ranks"] = distributed.gather(self._rng_states(), self.dist)
         if self.ema is not None:
             state["ema"] = self.ema.state_dict()
         return state
@@ -144,41 +205,66 @@ class Trainer:
         self.opt_D.load_state_dict(state["opt_critic"])
         for scheduler, saved in zip(self.schedulers, state["schedulers"], strict=True):
             scheduler.load_state_dict(saved)
-        torch.set_rng_state(state["rng_cpu"])
         self.diagnostic_rng.set_state(state["rng_diagnostic"])
-        if "rng_cuda" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng_cuda"])
+        self._restore_rng(state)
         if self.ema is not None:
             if "ema" not in state:
                 raise UserError("the checkpoint has no EMA generator but the config asks for one")
             self.ema.load_state_dict(state["ema"])
+
+    def _restore_rng(self, state: dict[str, Any]) -> None:
+        """Each rank continues its own random stream; with a different number of ranks than
+        the checkpoint's, each rank starts a fresh stream seeded from the step (the run goes
+        on, but no longer equals an uninterrupted one)."""
+        ranks = state.get("rng_ranks", [])
+        if not self.dist.enabled:
+            torch.set_rng_state(state["rng_cpu"])
+            if "rng_cuda" in state and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(state["rng_cuda"])
+        elif len(ranks) == self.dist.world_size:
+            mine = ranks[self.dist.rank]
+            torch.set_rng_state(mine["cpu"])
+            if "cuda" in mine and self.device.type == "cuda":
+                torch.cuda.set_rng_state(mine["cuda"], self.device)
+        else:
+            torch.manual_seed(distributed.rank_seed(self.config.seed + self.step, self.dist.rank))
 
     @property
     def checkpoint_path(self) -> Path:
         return self.run_dir / "checkpoints" / CHECKPOINT_NAME
 
     def save_checkpoint(self) -> None:
-        save_atomic(self.state_dict(), self.checkpoint_path)
+        """Write ``checkpoints/last.pt`` atomically (rank 0; every rank takes part)."""
+        state = self.state_dict()
+        distributed.on_main(self.dist, lambda: save_atomic(state, self.checkpoint_path))
 
     def drop_metrics_after_checkpoint(self) -> None:
         """On resume: forget the metrics logged after the checkpoint (that work is redone)."""
         metrics = self.run_dir / "metrics.jsonl"
-        if not metrics.exists():
+        if not self.dist.is_main or not metrics.exists():
             return
         kept = []
         for line in metrics.read_text().splitlines():
             step = _complete_record_step(line)
             if step is not None and step <= self.step:
                 kept.append(line + "\n")
-        metrics.write_text("".join(kept))
+        write_text_atomic(metrics, "".join(kept))
 
     # --- one step of each network -----------------------------------------------------------
 
     def critic_step(self) -> dict[str, Tensor]:
-        """One critic update: loss + penalty, one backward, one optimizer step."""
+        """One critic update on a fresh real batch and fresh fakes."""
         real, y = self.data.batch(self.config.train.batch_size)
         with torch.no_grad():
             fake = generate(self.G, real.shape[0], y, self.device)
+        return self.critic_update(real, fake, y)
+
+    def critic_update(self, real: Tensor, fake: Tensor, y: Tensor | None) -> dict[str, Tensor]:
+        """One critic update on the given batch: loss + penalty, one backward, one step.
+
+        Every critic forward (the loss's and the penalty's) runs through ``D_train``, and the
+        penalty joins the loss in a single backward: under DDP its gradient is averaged too.
+        """
         pen = self.penalty
         active = pen.active(self.d_step)
         reuse = active and self.config.penalty.reuse_forward and pen.name in REUSABLE
@@ -190,12 +276,12 @@ class Trainer:
                 fake.requires_grad_(True)
         elif active:
             # Before the loss forwards: the double backward then needs less live memory.
-            term = pen(self.D, real=real, fake=fake, cond=y, step=self.d_step)
-        real_scores = score(self.D, real, y)
-        fake_scores = score(self.D, fake, y)
+            term = pen(self.D_train, real=real, fake=fake, cond=y, step=self.d_step)
+        real_scores = score(self.D_train, real, y)
+        fake_scores = score(self.D_train, fake, y)
         if reuse:
             term = pen(
-                self.D,
+                self.D_train,
                 real=real,
                 fake=fake,
                 cond=y,
@@ -222,21 +308,21 @@ class Trainer:
         }
 
     def generator_step(self) -> Tensor:
-        """One generator update against the current critic."""
+        """One generator update against the current critic (frozen: it gets no gradient)."""
         batch = self.config.train.batch_size
         kind = self.config.train.loss
         real_scores = None
-        if losses.needs_real_for_generator(kind):
-            real, y = self.data.batch(batch)
-            real_scores = score(self.D, real, y)
-        else:
-            y = self.data.labels(batch)
-        fake = generate(self.G, batch, y, self.device)
-        loss = losses.g_loss(kind, score(self.D, fake, y), real_scores)
-        self._check_finite({"generator loss": loss})
-        self.opt_G.zero_grad(set_to_none=True)
-        loss.backward()
-        self.D.zero_grad(set_to_none=True)  # the critic's grads from this pass are not used
+        with frozen(self.D):
+            if losses.needs_real_for_generator(kind):
+                real, y = self.data.batch(batch)
+                real_scores = score(self.D, real, y)
+            else:
+                y = self.data.labels(batch)
+            fake = generate(self.G, batch, y, self.device, forward=self.G_train)
+            loss = losses.g_loss(kind, score(self.D, fake, y), real_scores)
+            self._check_finite({"generator loss": loss})
+            self.opt_G.zero_grad(set_to_none=True)
+            loss.backward()
         self._check_gradients(self.G, "generator")
         self.opt_G.step()
         if self.ema is not None:
@@ -260,11 +346,16 @@ class Trainer:
 
     # --- guards ---------------------------------------------------------------------------
 
-    def _check_finite(self, terms: dict[str, Tensor]) -> None:
-        for name, value in terms.items():
-            if not torch.isfinite(value).all():
+    def _check_finite(self, terms: dict[str, Tensor], *, collective: bool = True) -> None:
+        """Raise TrainingDiverged naming the first non-finite term (on any rank: all stop)."""
+        values = torch.stack([v.detach().float().reshape(()) for v in terms.values()])
+        env = self.dist if collective else distributed.SINGLE
+        finite = distributed.all_finite(values, env)
+        for (name, value), ok in zip(terms.items(), finite.tolist(), strict=True):
+            if not ok:
+                shown = value.item() if not torch.isfinite(value) else "non-finite on another rank"
                 raise TrainingDiverged(
-                    f"the {name} became {value.item()} at generator step {self.step + 1} "
+                    f"the {name} became {shown} at generator step {self.step + 1} "
                     f"(critic step {self.d_step + 1}); training stopped and the last good "
                     f"checkpoint ({self.checkpoint_path}) was kept. Lower the learning rates or "
                     "raise the penalty weight."
@@ -273,7 +364,8 @@ class Trainer:
     def _check_gradients(self, net: nn.Module, name: str) -> None:
         grads = [p.grad for p in net.parameters() if p.grad is not None]
         if grads and not torch.stack([g.isfinite().all() for g in grads]).all():
-            self._check_finite({f"{name} gradient": torch.tensor(math.inf)})
+            # gradients are all-reduced, so every rank sees this: no collective needed
+            self._check_finite({f"{name} gradient": torch.tensor(math.inf)}, collective=False)
 
     # --- diagnostics ----------------------------------------------------------------------
 
@@ -304,33 +396,61 @@ class Trainer:
 
     # --- the loop ---------------------------------------------------------------------------
 
-    def train(self) -> dict[str, Any]:
-        """Run to ``train.steps``, logging, checkpointing and plotting; returns the summary."""
-        cfg = self.config
+    def prepare_run_dir(self) -> None:
+        """Fail early if the run directory cannot hold the run; write ``config.toml``; clear
+        the temporary files of a write that a crash interrupted (rank 0 only)."""
         check_writable(self.run_dir, needed_bytes=4 * _state_bytes(self) + 2**24)
-        (self.run_dir / "config.toml").write_text(to_toml(cfg))
-        metrics_path = self.run_dir / "metrics.jsonl"
+        remove_stale_temporaries(self.checkpoint_path)
+        write_text_atomic(self.run_dir / "config.toml", to_toml(self.config))
+
+    def _stop_requested(self) -> bool:
+        """Whether Ctrl-C (or SIGTERM) reached any rank: all ranks stop at the same step."""
+        return distributed.any_rank(self._interrupted, self.dist, self.device)
+
+    def _record(self, sums: dict[str, Tensor], rounds: int, started: float) -> dict[str, Any]:
+        """The metrics record of the rounds since the last one, averaged over the ranks."""
+        keys = list(sums)
+        means = distributed.mean_over_ranks(
+            torch.stack([sums[k] for k in keys]) / rounds, self.dist
+        )
+        record: dict[str, Any] = {"step": self.step, "critic_steps": self.d_step}
+        record |= dict(zip(keys, means.tolist(), strict=True))
+        record["step_time"] = (time.perf_counter() - started) / rounds
+        if self.dist.is_main:
+            record |= self.gradient_norms()
+        return record
+
+    def train(self) -> dict[str, Any]:
+        """Run to ``train.steps``, logging, checkpointing and plotting; returns the summary.
+
+        Under torchrun every rank calls it; rank 0 writes the files and returns the summary,
+        the others return the step counts only.
+        """
+        cfg = self.config
+        main = self.dist.is_main
+        distributed.on_main(self.dist, self.prepare_run_dir)
         bar = tqdm(
             total=cfg.train.steps,
             initial=self.step,
             desc="train",
-            disable=None if cfg.log.progress else True,
+            disable=None if cfg.log.progress and main else True,
             dynamic_ncols=True,
         )
         sums: dict[str, Tensor] = {}
         rounds, started = 0, time.perf_counter()
-        with _sigint_sets_flag(self), metrics_path.open("a") as metrics:
-            while self.step < cfg.train.steps and not self._interrupted:
+        with _signals_set_flag(self), ExitStack() as files:
+            metrics = (
+                files.enter_context((self.run_dir / "metrics.jsonl").open("a")) if main else None
+            )
+            while self.step < cfg.train.steps and not self._stop_requested():
                 for key, value in self.train_round().items():
                     sums[key] = sums.get(key, 0) + value
                 rounds += 1
                 if self.step % cfg.log.every == 0 or self.step == cfg.train.steps:
-                    record = {"step": self.step, "critic_steps": self.d_step}
-                    record |= {k: (v / rounds).item() for k, v in sums.items()}
-                    record["step_time"] = (time.perf_counter() - started) / rounds
-                    record |= self.gradient_norms()
-                    metrics.write(json.dumps(record) + "\n")
-                    metrics.flush()
+                    record = self._record(sums, rounds, started)
+                    if metrics is not None:
+                        metrics.write(json.dumps(record) + "\n")
+                        metrics.flush()
                     bar.set_postfix(
                         d=f"{record['d_loss']:.3f}",
                         g=f"{record['g_loss']:.3f}",
@@ -342,9 +462,10 @@ class Trainer:
                     self.save_checkpoint()
                 samples_every = cfg.log.samples_every or cfg.log.checkpoint_every
                 if self.step % samples_every == 0:
-                    self.save_samples(self.run_dir / "samples" / f"step_{self.step:07d}.png")
+                    picture = self.run_dir / "samples" / f"step_{self.step:07d}.png"
+                    distributed.on_main(self.dist, lambda path=picture: self.save_samples(path))
         bar.close()
-        if self._interrupted:
+        if self._stop_requested():
             self.save_checkpoint()
             raise KeyboardInterrupt(
                 f"interrupted at step {self.step}; checkpoint saved. Continue with "
@@ -353,11 +474,16 @@ class Trainer:
         return self.finish()
 
     def finish(self) -> dict[str, Any]:
-        """Evaluate, write ``summary.json`` and the final plots; returns the summary."""
+        """Evaluate, write ``summary.json`` and the final plots (rank 0); returns the summary."""
+        steps = {"step": self.step, "critic_steps": self.d_step}
+        summary = distributed.on_main(self.dist, self._evaluate_and_plot)
+        return summary if summary is not None else steps
+
+    def _evaluate_and_plot(self) -> dict[str, Any]:
         from gradpen.train.evaluate import evaluate, write_plots
 
         summary = {"step": self.step, "critic_steps": self.d_step, **evaluate(self)}
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_text_atomic(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         summary["plots"] = [str(p) for p in write_plots(self)]
         return summary
 
@@ -381,10 +507,13 @@ def _state_bytes(trainer: Trainer) -> int:
     return sum(p.numel() * p.element_size() for p in params) * 4
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 @contextmanager
-def _sigint_sets_flag(trainer: Trainer) -> Iterator[None]:
-    """The first Ctrl-C ends the run at the next step boundary (after a checkpoint);
-    a second one interrupts at once."""
+def _signals_set_flag(trainer: Trainer) -> Iterator[None]:
+    """The first Ctrl-C (or SIGTERM, as a scheduler or torchrun sends) ends the run at the next
+    step boundary, after a checkpoint; a second one interrupts at once."""
 
     def handler(signum: int, frame: Any) -> None:
         if trainer._interrupted:
@@ -392,11 +521,12 @@ def _sigint_sets_flag(trainer: Trainer) -> Iterator[None]:
         trainer._interrupted = True
 
     try:
-        previous = signal.signal(signal.SIGINT, handler)
+        previous = [signal.signal(number, handler) for number in STOP_SIGNALS]
     except ValueError:  # not the main thread: leave signals alone
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for number, handler_before in zip(STOP_SIGNALS, previous, strict=True):
+            signal.signal(number, handler_before)
