@@ -71,7 +71,8 @@ def sample_images01(trainer: Trainer, n: int) -> tuple[Tensor, Tensor | None]:
 
 
 def evaluate(trainer: Trainer) -> dict[str, Any]:
-    """The run's quality metrics: toy coverage/quality/W1, or image FD/KID/PR/classes."""
+    """The run's quality metrics: toy coverage, quality and W1; or image FD, KID, precision,
+    recall and classes, with the real-data floor at the same sample size (``floor_*``)."""
     n = trainer.config.log.eval_samples
     samples, labels = sample_images01(trainer, n)
     if trainer.is_toy:
@@ -81,13 +82,18 @@ def evaluate(trainer: Trainer) -> dict[str, Any]:
         assert toy is not None
         real = toy.sample(n, generator=torch.Generator().manual_seed(_eval_seed(trainer) + 1))
         return toy_metrics(samples, toy, real)
-    from gradpen.metrics.images import image_metrics, real_floor
+    from gradpen.metrics.images import image_metrics
 
-    heldout = trainer.data.heldout
-    assert heldout is not None
+    heldout, train_set = trainer.data.heldout, trainer.data.train_set
+    assert heldout is not None and train_set is not None
     result = image_metrics(samples, heldout.images, fake_labels=labels)
-    floor = real_floor(heldout.images)
-    result |= {f"floor_{k}": v for k, v in floor.items()}
+    # The floor: real training digits in place of the fakes, same count, same reference set, so
+    # that it is what a perfect generator would score at this sample size.
+    pick = torch.randperm(
+        len(train_set), generator=torch.Generator().manual_seed(_eval_seed(trainer))
+    )
+    floor = image_metrics(train_set.images[pick[:n]], heldout.images)
+    result |= {f"floor_{k}": floor[k] for k in ("fd", "kid_mean", "kid_std", "precision", "recall")}
     return result
 
 

@@ -1,0 +1,29 @@
+"""Data: the 2-D toy distributions and the digit image datasets."""
+
+from gradpen.data.mnist import (
+    IMAGE_DATASET_NAMES,
+    ImageDataset,
+    from_range,
+    get_image_dataset,
+    load_mnist5k,
+    load_mnist_idx,
+    load_sklearn_digits,
+    split_holdout,
+    to_range,
+)
+from gradpen.data.toys import TOY_NAMES, ToyDistribution, get_toy
+
+__all__ = [
+    "IMAGE_DATASET_NAMES",
+    "TOY_NAMES",
+    "ImageDataset",
+    "ToyDistribution",
+    "from_range",
+    "get_image_dataset",
+    "get_toy",
+    "load_mnist5k",
+    "load_mnist_idx",
+    "load_sklearn_digits",
+    "split_holdout",
+    "to_range",
+]

@@ -1,0 +1,146 @@
+"""Scores for generated digits without Inception: features and predictions of the MNIST classifier.
+
+`image_metrics` compares generated with real images by FD, KID and precision/recall in a feature
+space (the shipped classifier's penultimate layer by default, or any `FeatureExtractor`, e.g.
+`inception_extractor` for the standard FID), and reads the classifier's predictions for class
+coverage, the KL of the predicted class histogram to uniform, and conditional accuracy.
+`real_floor` is the same FD/KID between two disjoint halves of the real set: the value a perfect
+generator would reach at that sample size, to print next to every result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from torch import Tensor, nn
+
+from gradpen.errors import UserError
+from gradpen.metrics.classifier import IMAGE_SIDE, MnistClassifier, load_classifier, predict
+from gradpen.metrics.frechet import frechet_distance, kid, precision_recall
+
+INCEPTION_SIDE = 299
+KID_SUBSETS = 100
+KID_SUBSET_SIZE = 1000
+MIN_CLASS_SHARE = 0.01
+
+
+class FeatureExtractor(Protocol):
+    """Maps images (N, 1, 28, 28) in [0, 1] to features (N, D)."""
+
+    def __call__(self, images: Tensor) -> Tensor: ...
+
+
+@torch.no_grad()
+def _batched(
+    function: Callable[[Tensor], Tensor], images: Tensor, batch_size: int, device: torch.device
+) -> Tensor:
+    """Apply function batch by batch on device, gathering the results on the CPU."""
+    return torch.cat([function(batch.to(device)).cpu() for batch in images.split(batch_size)])
+
+
+def classifier_extractor(
+    model: MnistClassifier | None = None, device: str | torch.device = "cpu", batch_size: int = 500
+) -> FeatureExtractor:
+    """Penultimate features of the (shipped) MNIST classifier."""
+    model = (model or load_classifier()).to(device).eval()
+    return lambda images: _batched(model.features, images, batch_size, torch.device(device))
+
+
+def inception_extractor(
+    path: str | Path, device: str | torch.device = "cpu", batch_size: int = 100
+) -> FeatureExtractor:
+    """Pool features (2048) of a local TorchScript Inception, such as StyleGAN2-ADA's and
+    clean-fid's `inception-2015-12-05.pt`, called as `model(uint8_images, return_features=True)`.
+
+    Digits are resized to 299 x 299 (bicubic), repeated to 3 channels and quantized to uint8 as the
+    standard FID expects. Nothing is downloaded: the file must already be on disk.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"Inception weights {path} not found; give the path of a TorchScript file")
+    model = torch.jit.load(str(path), map_location=device).eval()
+
+    def to_inception(images: Tensor) -> Tensor:
+        resized = nn.functional.interpolate(
+            images, size=(INCEPTION_SIDE, INCEPTION_SIDE), mode="bicubic", align_corners=False
+        )
+        pixels = (resized.clamp(0, 1) * 255).round().to(torch.uint8)
+        return model(pixels.repeat(1, 3, 1, 1), return_features=True)
+
+    return lambda images: _batched(to_inception, images, batch_size, torch.device(device))
+
+
+def _check_images(name: str, images: Tensor) -> Tensor:
+    if images.ndim != 4 or images.shape[1:] != (1, IMAGE_SIDE, IMAGE_SIDE):
+        raise UserError(f"{name} must be (N, 1, 28, 28), got {tuple(images.shape)}")
+    if images.shape[0] < 2:
+        raise UserError(f"{name} needs at least 2 images, got {images.shape[0]}")
+    low, high = float(images.min()), float(images.max())
+    if low < -1e-6 or high > 1 + 1e-6:
+        raise UserError(
+            f"{name} must be in [0, 1] (got [{low:.3g}, {high:.3g}]); "
+            "map tanh outputs back with gradpen.data.from_range"
+        )
+    return images.detach().float().cpu()
+
+
+def class_statistics(
+    predicted: Tensor, labels: Tensor | None = None, num_classes: int = 10
+) -> dict[str, float | int]:
+    """classes_covered (classes predicted for at least MIN_CLASS_SHARE of the images), class_kl
+    (KL of the predicted class histogram to uniform, 0 to log 10), and cond_accuracy with labels."""
+    share = torch.bincount(predicted, minlength=num_classes).double() / len(predicted)
+    present = share > 0
+    stats: dict[str, float | int] = {
+        "classes_covered": int((share >= MIN_CLASS_SHARE).sum()),
+        "class_kl": float((share[present] * (share[present] * num_classes).log()).sum()),
+    }
+    if labels is not None:
+        if labels.shape != predicted.shape:
+            raise UserError(f"labels must be ({len(predicted)},), got {tuple(labels.shape)}")
+        stats["cond_accuracy"] = float((predicted == labels.cpu()).double().mean())
+    return stats
+
+
+def _feature_distances(feat_a: Tensor, feat_b: Tensor) -> dict[str, float]:
+    kid_mean, kid_std = kid(feat_a, feat_b, KID_SUBSETS, KID_SUBSET_SIZE)
+    return {"fd": frechet_distance(feat_a, feat_b), "kid_mean": kid_mean, "kid_std": kid_std}
+
+
+def image_metrics(
+    fake_images: Tensor,
+    real_images: Tensor,
+    fake_labels: Tensor | None = None,
+    extractor: FeatureExtractor | None = None,
+    classifier: MnistClassifier | None = None,
+    device: str | torch.device = "cpu",
+) -> dict[str, float | int]:
+    """fd, kid_mean, kid_std, precision, recall (k = 3) in the extractor's feature space, plus
+    classes_covered, class_kl and (with fake_labels) cond_accuracy from the classifier."""
+    fake = _check_images("fake_images", fake_images)
+    real = _check_images("real_images", real_images)
+    classifier = (classifier or load_classifier()).to(device).eval()
+    extractor = extractor or classifier_extractor(classifier, device)
+    fake_features, real_features = extractor(fake), extractor(real)
+    result = _feature_distances(fake_features, real_features)
+    result["precision"], result["recall"] = precision_recall(real_features, fake_features)
+    predicted = predict(classifier, fake.to(device)).cpu()
+    result.update(class_statistics(predicted, fake_labels))
+    return result
+
+
+def real_floor(
+    real_images: Tensor, extractor: FeatureExtractor | None = None, seed: int = 0
+) -> dict[str, float]:
+    """FD and KID between two disjoint random halves of the real images (the noise floor)."""
+    real = _check_images("real_images", real_images)
+    if len(real) < 4:
+        raise UserError(f"real_floor needs at least 4 images, got {len(real)}")
+    extractor = extractor or classifier_extractor()
+    order = torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))
+    half = len(real) // 2
+    features = extractor(real)
+    return _feature_distances(features[order[:half]], features[order[half : 2 * half]])
