@@ -1,7 +1,7 @@
 """The ``gradpen`` command line: train, demo, sample, eval, study.
 
 Exit status: 0 on success, 2 on a user error (a one-paragraph message, no traceback),
-1 on an internal failure (the traceback, so that it can be reported).
+1 on an internal failure (the traceback, so that it can be reported), 130 after Ctrl-C.
 """
 
 from __future__ import annotations
@@ -138,8 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as error:
         print(f"gradpen {args.command}: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"gradpen {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:
+        print(f"gradpen {args.command}: {interrupt or 'interrupted'}", file=sys.stderr)
         return 130
     except Exception:
         traceback.print_exc()

@@ -30,7 +30,7 @@ from gradpen import losses
 from gradpen.errors import UserError
 from gradpen.lipschitz import clip_weights_, spectral_norm
 from gradpen.nets import build_critic, build_generator
-from gradpen.penalties import Penalty, grad_norm, input_gradient, interpolate
+from gradpen.penalties import Penalty, check_no_batchnorm, grad_norm, input_gradient, interpolate
 from gradpen.penalties import lazy_adam_hyperparameters as lazy_adam
 from gradpen.train import distributed
 from gradpen.train.checkpoint import (
@@ -96,6 +96,21 @@ def _resolve_device(name: str) -> torch.device:
     return device
 
 
+def _build_penalty(config: Config, critic: nn.Module) -> Penalty:
+    """The configured penalty, checked against the critic before any training (exit 2)."""
+    p = config.penalty
+    try:
+        penalty = Penalty(p.name, p.weight, p.every, allow_batchnorm=p.allow_batchnorm, **p.options)
+        if penalty.active(0) and not p.allow_batchnorm:
+            check_no_batchnorm(critic)
+    except ValueError as error:
+        raise UserError(
+            f"[penalty] {error}. (Config keys: penalty.name, penalty.options.*, and "
+            "penalty.allow_batchnorm = true to allow a batch-normalized critic.)"
+        ) from None
+    return penalty
+
+
 class Trainer:
     """One run: networks, optimizers, data, and the run directory it writes."""
 
@@ -123,12 +138,11 @@ class Trainer:
         if self.dist.enabled:
             torch.manual_seed(distributed.rank_seed(config.seed, self.dist.rank))
             self._shard_images()
-        p = config.penalty
-        self.penalty = Penalty(
-            p.name, p.weight, p.every, allow_batchnorm=p.allow_batchnorm, **p.options
-        )
+        self.penalty = _build_penalty(config, self.D)
         t = config.train
-        d_lr, d_betas = lazy_adam(t.d_lr, (t.d_betas[0], t.d_betas[1]), p.every)
+        # The correction pays for the lazy penalty's extra optimizer steps (one per k).
+        lazy_every = self.penalty.every if self.penalty.active(0) else 1
+        d_lr, d_betas = lazy_adam(t.d_lr, (t.d_betas[0], t.d_betas[1]), lazy_every)
         self.opt_G = torch.optim.Adam(self.G.parameters(), lr=t.g_lr, betas=tuple(t.g_betas))
         self.opt_D = torch.optim.Adam(self.D.parameters(), lr=d_lr, betas=d_betas)
         decay = (lambda s: max(0.0, 1.0 - s / t.steps)) if t.lr_decay == "linear" else None
@@ -260,20 +274,33 @@ class Trainer:
         return self.critic_update(real, fake, y)
 
     def critic_update(self, real: Tensor, fake: Tensor, y: Tensor | None) -> dict[str, Tensor]:
-        """One critic update on the given batch: loss + penalty, one backward, one step.
+        """One critic update on the given batch.
 
-        Every critic forward (the loss's and the penalty's) runs through ``D_train``, and the
-        penalty joins the loss in a single backward: under DDP its gradient is averaged too.
+        An every-step penalty joins the loss: one backward, one optimizer step. A lazy penalty
+        (``every = k > 1``) follows StyleGAN2: the loss step alone, then on every k-th critic
+        step a separate optimizer step on ``k x`` the penalty; the critic's Adam lr and betas are
+        corrected by ``k/(k+1)`` for those extra steps. Every critic forward runs through
+        ``D_train``, so under DDP the penalty's gradient is averaged like the loss's.
         """
         pen = self.penalty
-        active = pen.active(self.d_step)
+        lazy = pen.every > 1
+        stats = self._critic_loss_step(real, fake, y, with_penalty=not lazy)
+        if lazy and pen.active(self.d_step):
+            stats["penalty"] = self._critic_penalty_step(real, fake, y)
+        self.d_step += 1
+        self._last = {"real": real.detach(), "fake": fake.detach(), "y": y}
+        return stats
+
+    def _critic_loss_step(
+        self, real: Tensor, fake: Tensor, y: Tensor | None, *, with_penalty: bool
+    ) -> dict[str, Tensor]:
+        """The adversarial loss (plus the penalty when ``with_penalty``), one optimizer step."""
+        pen = self.penalty
+        active = with_penalty and pen.active(self.d_step)
         reuse = active and self.config.penalty.reuse_forward and pen.name in REUSABLE
         term: Tensor | None = None
         if reuse:
-            if "real" in pen.needs:
-                real.requires_grad_(True)
-            if "fake" in pen.needs:
-                fake.requires_grad_(True)
+            real, fake = self._inputs_for_reuse(real, fake)
         elif active:
             # Before the loss forwards: the double backward then needs less live memory.
             term = pen(self.D_train, real=real, fake=fake, cond=y, step=self.d_step)
@@ -292,20 +319,55 @@ class Trainer:
         loss = losses.d_loss(self.config.train.loss, real_scores, fake_scores)
         if term is None:
             term = torch.zeros((), device=self.device)
-        self._check_finite({"critic loss": loss, "penalty": term})
-        self.opt_D.zero_grad(set_to_none=True)
-        (loss + term).backward()
-        self._check_gradients(self.D, "critic")
-        self.opt_D.step()
-        if self.config.train.clip > 0:
-            clip_weights_(self.D, self.config.train.clip)
-        self.d_step += 1
-        self._last = {"real": real.detach(), "fake": fake.detach(), "y": y}
+        self._critic_optimizer_step({"critic loss": loss, "penalty": term}, loss + term)
         return {
             "d_loss": loss.detach(),
             "penalty": term.detach(),
             "wasserstein": (real_scores.mean() - fake_scores.mean()).detach(),
         }
+
+    def _critic_penalty_step(self, real: Tensor, fake: Tensor, y: Tensor | None) -> Tensor:
+        """StyleGAN2's lazy phase: an optimizer step on the (k x) penalty alone.
+
+        A zero-weighted sum of critic scores keeps every critic parameter in the graph (the
+        penalty alone leaves e.g. the last bias out), which DDP needs on every backward.
+        """
+        pen = self.penalty
+        reuse = self.config.penalty.reuse_forward and pen.name in REUSABLE
+        if reuse:
+            real, fake = self._inputs_for_reuse(real, fake)
+        scores = {name: score(self.D_train, x, y) for name, x in (("real", real), ("fake", fake))}
+        term = pen(
+            self.D_train,
+            real=real,
+            fake=fake,
+            cond=y,
+            step=self.d_step,
+            real_scores=scores["real"] if reuse else None,
+            fake_scores=scores["fake"] if reuse else None,
+        )
+        anchor = 0.0 * (scores["real"].sum() + scores["fake"].sum())
+        self._critic_optimizer_step({"penalty": term}, term + anchor)
+        return term.detach()
+
+    def _inputs_for_reuse(self, real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
+        """Fresh leaves that require grad, for the inputs whose forward the penalty reuses."""
+        needs = self.penalty.needs
+        if "real" in needs:
+            real = real.detach().requires_grad_(True)
+        if "fake" in needs:
+            fake = fake.detach().requires_grad_(True)
+        return real, fake
+
+    def _critic_optimizer_step(self, terms: dict[str, Tensor], objective: Tensor) -> None:
+        """Check the terms, backward ``objective``, check the gradients, step, clip."""
+        self._check_finite(terms)
+        self.opt_D.zero_grad(set_to_none=True)
+        objective.backward()
+        self._check_gradients(self.D, "critic")
+        self.opt_D.step()
+        if self.config.train.clip > 0:
+            clip_weights_(self.D, self.config.train.clip)
 
     def generator_step(self) -> Tensor:
         """One generator update against the current critic (frozen: it gets no gradient)."""
@@ -380,12 +442,18 @@ class Trainer:
             "real": real,
             "fake": fake,
         }
+        # Forwards in train mode move buffers (spectral-norm vectors, batch-norm statistics):
+        # restore them so that logging never changes training.
+        buffers = {name: b.detach().clone() for name, b in self.D.named_buffers()}
         stats = {}
         for name, x in points.items():
             with torch.enable_grad():
                 norms = grad_norm(input_gradient(self.D, x, cond=y, allow_batchnorm=True)).detach()
             stats[f"gnorm_{name}_mean"] = norms.mean().item()
             stats[f"gnorm_{name}_std"] = norms.std().item() if norms.numel() > 1 else 0.0
+        with torch.no_grad():
+            for name, buffer in self.D.named_buffers():
+                buffer.copy_(buffers[name])
         return stats
 
     def _diagnostic_generator(self, like: Tensor) -> torch.Generator:

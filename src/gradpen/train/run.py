@@ -18,6 +18,16 @@ def _default_run_dir(config_path: str | None) -> Path:
     return Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def _holds_a_run(run_dir: Path) -> bool:
+    """Whether ``run_dir`` has trained before (a checkpoint or logged metrics).
+
+    ``config.toml`` alone does not count: under torchrun, rank 0 may write it before another
+    rank gets here, and every rank must reach the same answer.
+    """
+    metrics = run_dir / "metrics.jsonl"
+    return (run_dir / "checkpoints").exists() or (metrics.exists() and metrics.stat().st_size > 0)
+
+
 def train(
     config_path: str | None = None,
     overrides: list[str] = (),
@@ -39,7 +49,7 @@ def train(
         else:
             config = load(config_path, list(overrides))
             run_dir = Path(out) if out is not None else _default_run_dir(config_path)
-            if (run_dir / "checkpoints").exists():
+            if _holds_a_run(run_dir):
                 raise UserError(
                     f"{str(run_dir)!r} already holds a run; continue it with --resume {run_dir} "
                     "or choose another --out"
