@@ -26,9 +26,9 @@ from gradpen.losses import d_loss
 from gradpen.penalties import (
     PENALTIES,
     Penalty,
-    _check_no_batchnorm,
     _distance_from_target,
     _squared_norm,
+    check_no_batchnorm,
     interpolate,
     perturb,
 )
@@ -76,7 +76,7 @@ class CompiledCriticStep:
                 "float16 training"
             )
         if not penalty.allow_batchnorm:
-            _check_no_batchnorm(critic)
+            check_no_batchnorm(critic)
         d_loss(loss, torch.zeros(1), torch.zeros(1))  # fail now on an unknown loss name
         self.critic = getattr(critic, "_orig_mod", critic)
         self.penalty = penalty
