@@ -303,19 +303,11 @@ class Trainer:
             real, fake = self._inputs_for_reuse(real, fake)
         elif active:
             # Before the loss forwards: the double backward then needs less live memory.
-            term = pen(self.D_train, real=real, fake=fake, cond=y, step=self.d_step)
+            term = self._penalty_term(real, fake, y)
         real_scores = score(self.D_train, real, y)
         fake_scores = score(self.D_train, fake, y)
         if reuse:
-            term = pen(
-                self.D_train,
-                real=real,
-                fake=fake,
-                cond=y,
-                step=self.d_step,
-                real_scores=real_scores,
-                fake_scores=fake_scores,
-            )
+            term = self._penalty_term(real, fake, y, real_scores, fake_scores)
         loss = losses.d_loss(self.config.train.loss, real_scores, fake_scores)
         if term is None:
             term = torch.zeros((), device=self.device)
@@ -336,19 +328,33 @@ class Trainer:
         reuse = self.config.penalty.reuse_forward and pen.name in REUSABLE
         if reuse:
             real, fake = self._inputs_for_reuse(real, fake)
-        scores = {name: score(self.D_train, x, y) for name, x in (("real", real), ("fake", fake))}
-        term = pen(
+        real_scores, fake_scores = score(self.D_train, real, y), score(self.D_train, fake, y)
+        if reuse:
+            term = self._penalty_term(real, fake, y, real_scores, fake_scores)
+        else:
+            term = self._penalty_term(real, fake, y)
+        anchor = 0.0 * (real_scores.sum() + fake_scores.sum())
+        self._critic_optimizer_step({"penalty": term}, term + anchor)
+        return term.detach()
+
+    def _penalty_term(
+        self,
+        real: Tensor,
+        fake: Tensor,
+        y: Tensor | None,
+        real_scores: Tensor | None = None,
+        fake_scores: Tensor | None = None,
+    ) -> Tensor:
+        """The configured penalty at this critic step (reusing the given scores if any)."""
+        return self.penalty(
             self.D_train,
             real=real,
             fake=fake,
             cond=y,
             step=self.d_step,
-            real_scores=scores["real"] if reuse else None,
-            fake_scores=scores["fake"] if reuse else None,
+            real_scores=real_scores,
+            fake_scores=fake_scores,
         )
-        anchor = 0.0 * (scores["real"].sum() + scores["fake"].sum())
-        self._critic_optimizer_step({"penalty": term}, term + anchor)
-        return term.detach()
 
     def _inputs_for_reuse(self, real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
         """Fresh leaves that require grad, for the inputs whose forward the penalty reuses."""
