@@ -145,3 +145,16 @@ def test_open_run_restores_the_generator(tmp_path):
     reopened = open_run(Path(tmp_path / "r"))
     for name, tensor in trainer.G.state_dict().items():
         assert torch.equal(tensor, reopened.G.state_dict()[name])
+
+
+def test_lazy_penalty_takes_a_separate_optimizer_step_every_k_critic_steps(tmp_path):
+    trainer = Trainer(load(None, tiny("penalty.name='r1'", "penalty.every=4")), tmp_path)
+    for _ in range(4):
+        trainer.train_round()  # 2 critic steps each: 8 loss steps, penalty at steps 0 and 4
+    weight = next(trainer.D.parameters())
+    assert trainer.d_step == 8
+    assert int(trainer.opt_D.state[weight]["step"]) == 8 + 2
+    every_step = Trainer(load(None, tiny("penalty.name='r1'")), tmp_path / "b")
+    every_step.train_round()
+    weight = next(every_step.D.parameters())
+    assert int(every_step.opt_D.state[weight]["step"]) == 2
