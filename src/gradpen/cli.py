@@ -12,13 +12,14 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from gradpen.demo import DEMO_STEPS
 from gradpen.errors import UserError
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from gradpen.demo import penalty_table
+    from gradpen.demo import run_demo
 
-    print(penalty_table(seed=args.seed))
+    print(run_demo(seed=args.seed, out=args.out, steps=args.steps))
 
 
 def _print_summary(summary: dict) -> None:
@@ -118,6 +119,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="a short run on an embedded default; prints a summary")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    demo.add_argument(
+        "--out", help="run directory (default runs/demo, or the next free runs/demo-N)"
+    )
+    demo.add_argument(
+        "--steps",
+        type=int,
+        default=DEMO_STEPS,
+        help=f"generator steps (default {DEMO_STEPS}, about a minute)",
+    )
     demo.set_defaults(handler=_demo)
 
     study = commands.add_parser("study", help="run an experiment and write its report directory")

@@ -2,19 +2,13 @@
 
 The embedded recipe is configs/toy/25gaussians.toml with fewer generator steps, so that it ends in
 about a minute on 2 CPU cores; it prints the toy metrics and where its plots are.
-``penalty_table`` is the earlier demo (every penalty's value on a random critic), kept until the CLI
-calls ``run_demo``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-from torch import nn
-
 from gradpen.errors import UserError
-from gradpen.penalties import PENALTIES, Penalty
 
 DEMO_STEPS = 2500
 DEMO_OUT = Path("runs") / "demo"
@@ -76,17 +70,3 @@ def run_demo(
         f"run directory: {trainer.run_dir}",
     ]
     return "\n".join(lines)
-
-
-def penalty_table(seed: int = 0) -> str:
-    """Compute each registered penalty (weight 1) for a random MLP critic on 2-D points."""
-    generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    critic = nn.Sequential(nn.Linear(2, 64), nn.LeakyReLU(0.2), nn.Linear(64, 1))
-    real = torch.randn(256, 2, generator=generator)
-    fake = 0.5 * torch.randn(256, 2, generator=generator) + 2.0
-    rows = [f"{'penalty':<14} {'value (weight 1)':>16}"]
-    for name in PENALTIES:
-        value = Penalty(name, weight=1.0)(critic, real=real, fake=fake)
-        rows.append(f"{name:<14} {value.item():>16.6f}")
-    return "\n".join(rows)
