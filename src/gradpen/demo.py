@@ -28,6 +28,7 @@ DEMO_SETTINGS = [
     "penalty.name='wgan-gp'",
     "penalty.weight=0.1",
     "log.eval_samples=2500",
+    "train.threads=1",
 ]
 
 

@@ -55,6 +55,7 @@ class TrainConfig:
     clip: float = 0.0  # weight clipping of the critic after each step; 0 turns it off
     spectral_norm: bool = False  # spectral normalization on every critic layer
     device: str = "cpu"
+    threads: int = 0  # CPU threads for torch (torch.set_num_threads); 0 keeps torch's default
 
 
 @dataclass
@@ -215,6 +216,8 @@ def validate(config: Config) -> None:
         ("log.samples_every", config.log.samples_every),
     ]:
         _check_positive(path, value, allow_zero=True)
+    if t.threads < 0:
+        raise UserError(f"train.threads must be >= 0 (0 = torch's default), got {t.threads}")
     if t.ema >= 1:
         raise UserError(f"train.ema must be in [0, 1), got {t.ema}")
     for path, betas in [("train.g_betas", t.g_betas), ("train.d_betas", t.d_betas)]:

@@ -118,6 +118,10 @@ class Trainer:
         self.config = config
         self.run_dir = run_dir
         self.dist: DistEnv
+        if config.train.threads:
+            # Small networks gain nothing from intra-op threads, and on a busy machine the
+            # threads' spin-waits can make each step many times slower.
+            torch.set_num_threads(config.train.threads)
         self.dist, self.device = distributed.join(_resolve_device(config.train.device))
         torch.manual_seed(config.seed)
         self.data: BatchSource = make_source(config, self.device)
