@@ -82,17 +82,19 @@ def evaluate(trainer: Trainer) -> dict[str, Any]:
         assert toy is not None
         real = toy.sample(n, generator=torch.Generator().manual_seed(_eval_seed(trainer) + 1))
         return toy_metrics(samples, toy, real)
+    from gradpen.metrics.classifier import load_classifier
     from gradpen.metrics.images import image_metrics
 
     heldout, train_set = trainer.data.heldout, trainer.data.train_set
     assert heldout is not None and train_set is not None
-    result = image_metrics(samples, heldout.images, fake_labels=labels)
+    classifier = load_classifier()  # one load for both scorings below
+    result = image_metrics(samples, heldout.images, fake_labels=labels, classifier=classifier)
     # The floor: real training digits in place of the fakes, same count, same reference set, so
     # that it is what a perfect generator would score at this sample size.
     pick = torch.randperm(
         len(train_set), generator=torch.Generator().manual_seed(_eval_seed(trainer))
     )
-    floor = image_metrics(train_set.images[pick[:n]], heldout.images)
+    floor = image_metrics(train_set.images[pick[:n]], heldout.images, classifier=classifier)
     result |= {f"floor_{k}": floor[k] for k in ("fd", "kid_mean", "kid_std", "precision", "recall")}
     return result
 
