@@ -87,7 +87,8 @@ def reusing(penalty: gp.Penalty) -> Objective:
         active = penalty.active(step)
         real = real.detach().requires_grad_(active and "real" in penalty.needs)
         fake = fake.detach().requires_grad_(active and "fake" in penalty.needs)
-        real_scores, fake_scores = critic(real), critic(fake)
+        with gp.penalty_forward():
+            real_scores, fake_scores = critic(real), critic(fake)
         term = penalty(
             critic,
             real=real,
@@ -291,7 +292,7 @@ def print_table(result: dict) -> None:
         f"max {acc['bf16_rel_error_max']:.2e} (exact penalty mean {acc['exact_penalty_mean']:.3g})"
     )
     print(
-        f"approx bias vs exact: 1/4 sub-batch {acc['subbatch_bias']:+.3f} "
+        f"approx relative bias vs exact: 1/4 sub-batch {acc['subbatch_bias']:+.3f} "
         f"(per-draw noise {acc['subbatch_rel_noise']:.3f}); finite difference "
         f"{acc['fd_bias']:+.3f} (noise {acc['fd_rel_noise']:.3f})"
     )

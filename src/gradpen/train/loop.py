@@ -17,7 +17,7 @@ import math
 import signal
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,14 @@ from gradpen import losses
 from gradpen.errors import UserError
 from gradpen.lipschitz import clip_weights_, spectral_norm
 from gradpen.nets import build_critic, build_generator
-from gradpen.penalties import Penalty, check_no_batchnorm, grad_norm, input_gradient, interpolate
+from gradpen.penalties import (
+    Penalty,
+    check_no_batchnorm,
+    grad_norm,
+    input_gradient,
+    interpolate,
+    penalty_forward,
+)
 from gradpen.penalties import lazy_adam_hyperparameters as lazy_adam
 from gradpen.train import distributed
 from gradpen.train.checkpoint import (
@@ -46,6 +53,7 @@ from gradpen.train.distributed import DistEnv
 
 REUSABLE = ("r1", "r2", "r1r2")
 DIAGNOSTIC_SEED_OFFSET = 7919
+FUSED_ADAM_DEVICES = ("cpu", "cuda")
 
 
 class TrainingDiverged(UserError):
@@ -111,6 +119,18 @@ def _build_penalty(config: Config, critic: nn.Module) -> Penalty:
     return penalty
 
 
+def _adam(
+    net: nn.Module, lr: float, betas: tuple[float, float], device: torch.device
+) -> torch.optim.Adam:
+    """Adam, with PyTorch's fused kernel on CPU and CUDA (one kernel for all parameters).
+
+    For the small toy networks the per-tensor Adam costs about as much as a forward pass; the
+    fused one is ~2x faster per step and equal up to float rounding.
+    """
+    fused = device.type in FUSED_ADAM_DEVICES
+    return torch.optim.Adam(net.parameters(), lr=lr, betas=betas, fused=fused)
+
+
 class Trainer:
     """One run: networks, optimizers, data, and the run directory it writes."""
 
@@ -147,8 +167,8 @@ class Trainer:
         # The correction pays for the lazy penalty's extra optimizer steps (one per k).
         lazy_every = self.penalty.every if self.penalty.active(0) else 1
         d_lr, d_betas = lazy_adam(t.d_lr, (t.d_betas[0], t.d_betas[1]), lazy_every)
-        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=t.g_lr, betas=tuple(t.g_betas))
-        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=d_lr, betas=d_betas)
+        self.opt_G = _adam(self.G, t.g_lr, (t.g_betas[0], t.g_betas[1]), self.device)
+        self.opt_D = _adam(self.D, d_lr, d_betas, self.device)
         decay = (lambda s: max(0.0, 1.0 - s / t.steps)) if t.lr_decay == "linear" else None
         self.schedulers = [
             torch.optim.lr_scheduler.LambdaLR(opt, decay or (lambda s: 1.0))
@@ -308,8 +328,7 @@ class Trainer:
         elif active:
             # Before the loss forwards: the double backward then needs less live memory.
             term = self._penalty_term(real, fake, y)
-        real_scores = score(self.D_train, real, y)
-        fake_scores = score(self.D_train, fake, y)
+        real_scores, fake_scores = self._scores(real, fake, y, reuse=reuse)
         if reuse:
             term = self._penalty_term(real, fake, y, real_scores, fake_scores)
         loss = losses.d_loss(self.config.train.loss, real_scores, fake_scores)
@@ -332,7 +351,7 @@ class Trainer:
         reuse = self.config.penalty.reuse_forward and pen.name in REUSABLE
         if reuse:
             real, fake = self._inputs_for_reuse(real, fake)
-        real_scores, fake_scores = score(self.D_train, real, y), score(self.D_train, fake, y)
+        real_scores, fake_scores = self._scores(real, fake, y, reuse=reuse)
         if reuse:
             term = self._penalty_term(real, fake, y, real_scores, fake_scores)
         else:
@@ -340,6 +359,13 @@ class Trainer:
         anchor = 0.0 * (real_scores.sum() + fake_scores.sum())
         self._critic_optimizer_step({"penalty": term}, term + anchor)
         return term.detach()
+
+    def _scores(
+        self, real: Tensor, fake: Tensor, y: Tensor | None, *, reuse: bool
+    ) -> tuple[Tensor, Tensor]:
+        """The critic's scores on both batches; a forward the penalty reuses gets its shortcuts."""
+        with penalty_forward() if reuse else nullcontext():
+            return score(self.D_train, real, y), score(self.D_train, fake, y)
 
     def _penalty_term(
         self,
@@ -435,7 +461,8 @@ class Trainer:
 
     def _check_gradients(self, net: nn.Module, name: str) -> None:
         grads = [p.grad for p in net.parameters() if p.grad is not None]
-        if grads and not torch.stack([g.isfinite().all() for g in grads]).all():
+        # The largest |gradient| (NaN if any is NaN), in one foreach call over all tensors.
+        if grads and not torch.isfinite(torch.nn.utils.get_total_norm(grads, math.inf)):
             # gradients are all-reduced, so every rank sees this: no collective needed
             self._check_finite({f"{name} gradient": torch.tensor(math.inf)}, collective=False)
 

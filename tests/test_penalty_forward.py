@@ -1,0 +1,167 @@
+"""``gp.penalty_forward``: the convolution and activation twins are exact, in every pass.
+
+Everything is compared in float64 against plain autograd on the same critic: values, the
+input gradient, parameter gradients of the penalty, of a loss plus a reused-forward R1, and
+third-order gradients (a gradient of the parameter gradient).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import gradpen as gp
+from gradpen.nets import DCGANCritic28
+
+
+class Functional(nn.Module):
+    """A critic written with ``F.conv*d`` calls and keyword arguments."""
+
+    def __init__(self, dims: int) -> None:
+        super().__init__()
+        self.dims = dims
+        shape = (3, 2) + (3,) * dims
+        self.w1 = nn.Parameter(torch.randn(shape) * 0.3)
+        self.w2 = nn.Parameter(torch.randn((4, 3) + (2,) * dims) * 0.3)
+        self.b2 = nn.Parameter(torch.randn(4) * 0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv = (F.conv1d, F.conv2d, F.conv3d)[self.dims - 1]
+        h = F.leaky_relu(conv(x, self.w1, stride=2, padding=1), 0.1)
+        h = torch.tanh(conv(input=h, weight=self.w2, bias=self.b2, dilation=2))
+        return h.flatten(1).sum(dim=1)
+
+
+def grouped_critic() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(2, 4, 3, stride=(2, 1), padding=(1, 2)),
+        nn.SiLU(),
+        nn.Conv2d(4, 4, 3, groups=2, padding="same"),  # string padding: PyTorch's own conv
+        nn.ReLU(),
+        nn.Conv2d(4, 2, 2, padding_mode="reflect", padding=1),
+        nn.Flatten(),
+        nn.LazyLinear(1),
+    )
+
+
+CRITICS = {
+    "conv1d": (lambda: Functional(1), (5, 2, 9)),
+    "conv2d": (lambda: Functional(2), (5, 2, 9, 9)),
+    "conv3d": (lambda: Functional(3), (3, 2, 5, 5, 5)),
+    "groups, tuples, string padding, reflect": (grouped_critic, (5, 2, 8, 8)),
+    "dcgan": (lambda: DCGANCritic28(width=4), (4, 1, 28, 28)),
+    "spectral norm (non-leaf weight)": (
+        lambda: nn.Sequential(
+            nn.utils.parametrizations.spectral_norm(nn.Conv2d(2, 3, 3)),
+            nn.LeakyReLU(0.2),
+            nn.Flatten(),
+            nn.Linear(3 * 7 * 7, 1),
+        ),
+        (4, 2, 9, 9),
+    ),
+}
+
+
+def make(name: str) -> tuple[nn.Module, torch.Tensor]:
+    factory, shape = CRITICS[name]
+    torch.manual_seed(0)
+    critic = factory().double()
+    x = torch.randn(shape, dtype=torch.float64)
+    critic(x)  # materialize lazy modules
+    return critic.eval(), x
+
+
+def plain_input_gradient(critic: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    x = x.detach().requires_grad_(True)
+    (g,) = torch.autograd.grad(critic(x).sum(), x, create_graph=True)
+    return g
+
+
+def parameter_gradients(value: torch.Tensor, critic: nn.Module, **kwargs) -> list[torch.Tensor]:
+    return list(
+        torch.autograd.grad(value, list(critic.parameters()), materialize_grads=True, **kwargs)
+    )
+
+
+def assert_all_close(got: list[torch.Tensor], expected: list[torch.Tensor]) -> None:
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", CRITICS)
+def test_penalty_gradients_equal_plain_autograd(name):
+    critic, x = make(name)
+    fast = gp.input_gradient(critic, x, allow_batchnorm=True)
+    slow = plain_input_gradient(critic, x)
+    torch.testing.assert_close(fast, slow, rtol=1e-10, atol=1e-12)
+    fast_value, slow_value = (g.pow(3).sum() for g in (fast, slow))  # a non-quadratic penalty
+    assert_all_close(
+        parameter_gradients(fast_value, critic), parameter_gradients(slow_value, critic)
+    )
+
+
+@pytest.mark.parametrize("name", ["conv2d", "dcgan", "groups, tuples, string padding, reflect"])
+def test_reused_forward_gives_the_loss_and_r1_gradients_of_plain_autograd(name):
+    """The input-only pass must not leak into the loss's own backward through the same nodes."""
+    critic, x = make(name)
+    results = []
+    for mode in (gp.penalty_forward(), torch.enable_grad()):
+        real = x.detach().requires_grad_(True)
+        with mode:
+            scores = critic(real)
+        r1 = gp.r1(critic, real, scores=scores, allow_batchnorm=True)
+        objective = scores.pow(2).mean() + 5.0 * r1.mean()
+        results.append(parameter_gradients(objective, critic))
+    assert_all_close(*results)
+
+
+def test_third_order_gradients_equal_plain_autograd():
+    critic, x = make("conv2d")
+    results = []
+    for g in (gp.input_gradient(critic, x), plain_input_gradient(critic, x)):
+        grads = parameter_gradients(g.pow(2).sum(), critic, create_graph=True)
+        meta = sum(grad.pow(2).sum() for grad in grads)
+        results.append(parameter_gradients(meta, critic))
+    assert_all_close(*results)
+
+
+def test_weight_computed_from_the_input_keeps_its_gradient():
+    """A convolution whose weight depends on x is left to PyTorch (the twin would drop it)."""
+    torch.manual_seed(0)
+    base = torch.randn(2, 1, 3, 3, dtype=torch.float64)
+
+    def critic(x: torch.Tensor) -> torch.Tensor:
+        weight = base * x.mean()
+        return F.conv2d(x, weight).flatten(1).sum(dim=1)
+
+    x = torch.randn(3, 1, 6, 6, dtype=torch.float64)
+    torch.testing.assert_close(gp.input_gradient(critic, x), plain_input_gradient(critic, x))
+
+
+def test_gradcheck_of_the_penalty_in_the_weights():
+    critic, x = make("conv2d")
+    weights = (critic.w1, critic.w2)
+
+    def penalty(w1: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
+        def functional(inputs: torch.Tensor) -> torch.Tensor:
+            return torch.func.functional_call(critic, {"w1": w1, "w2": w2}, (inputs,))
+
+        return gp.input_gradient(functional, x).pow(2).sum()
+
+    inputs = tuple(w.detach().clone().requires_grad_(True) for w in weights)
+    assert torch.autograd.gradcheck(penalty, inputs)
+    assert torch.autograd.gradgradcheck(penalty, inputs)
+
+
+def test_bf16_autocast_matches_pytorchs_autocast_to_bf16_precision():
+    critic, x = make("dcgan")
+    critic, x = critic.float(), x.float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fast = gp.input_gradient(critic, x)
+        slow = plain_input_gradient(critic, x)
+    assert fast.dtype == slow.dtype
+    scale = slow.abs().max().item()  # the sums run in another order: bf16 rounding differs
+    torch.testing.assert_close(fast, slow, rtol=1.6e-2, atol=1e-2 * scale)
