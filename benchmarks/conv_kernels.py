@@ -3,11 +3,11 @@
     python benchmarks/conv_kernels.py [--repeats N]
 
 For a 2-D convolution from C input channels (an image critic's first layer, batch 64), prints the
-median time of PyTorch's default-layout forward over the median time of the same forward on a
-channels-last copy of the input, and of ``convolution_backward``'s input gradient over a matmul
-plus ``fold``; above 1 the alternative is faster. Both alternatives are timed interleaved with
-the default in one process. ``gradpen.penalties.FEW_CHANNELS`` (3) is where the alternatives
-stop paying on the machine they were measured on; rerun this on yours to check.
+median time of ``convolution_backward``'s input gradient over that of a matmul plus ``fold``
+(what ``gp.penalty_forward`` uses for C <= ``gradpen.penalties.FEW_CHANNELS`` on CPU), and of
+PyTorch's default-layout forward over the same forward on a channels-last copy of the input (a
+candidate that lost: the forward keeps the default layout). Above 1 the alternative is faster.
+All four are timed interleaved in one process; rerun this on your machine to check the choice.
 """
 
 from __future__ import annotations

@@ -191,24 +191,15 @@ class _ConvGeometry:
     groups: int
 
     def forward(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        """The convolution; a few-channel input on CPU runs channels-last (same values).
-
-        The result is returned in PyTorch's default layout, so the critic's later ``view``
-        calls behave as they do without gradpen.
-        """
         conv = (F.conv1d, F.conv2d, F.conv3d)[self.dims - 1]
-        few_channels = self._few_input_channels_on_cpu(weight)
-        if few_channels:
-            x = torch.empty_like(x, memory_format=torch.channels_last).copy_(x)
-        out = conv(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
-        return out.contiguous() if few_channels else out
+        return conv(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
     def backward(
         self, grad: Tensor, x: Tensor, weight: Tensor, mask: tuple[bool, bool, bool]
     ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
         """The input, weight and bias gradients selected by ``mask`` (differentiable)."""
         grad_x = None
-        if mask[0] and self._few_input_channels_on_cpu(weight):
+        if mask[0] and self._folds_input_grad(weight):
             grad_x, mask = self._input_grad_by_fold(grad, x, weight), (False, *mask[1:])
         if not any(mask):
             return grad_x, None, None
@@ -227,13 +218,12 @@ class _ConvGeometry:
         )
         return (grads[0] if grad_x is None else grad_x), grads[1], grads[2]
 
-    def _few_input_channels_on_cpu(self, weight: Tensor) -> bool:
-        """A 2-D convolution from 1-3 channels (an image critic's first layer) on CPU.
+    def _folds_input_grad(self, weight: Tensor) -> bool:
+        """Whether the input gradient is a matmul and ``fold`` (:meth:`_input_grad_by_fold`).
 
-        oneDNN runs these slowly in PyTorch's default layout: measured with torch 2.13 (28-64
-        px, 32-64 filters), the forward is 2-8x faster on a channels-last copy of the input
-        and the input gradient 1.3-5x faster as a matmul and ``fold``; with 8 or more input
-        channels neither helps.
+        On CPU, for a 2-D convolution from 1-3 channels (an image critic's first layer), that
+        ran 1.4-2.7x faster than oneDNN's input gradient, and from 8 channels on slower
+        (``benchmarks/conv_kernels.py``, torch 2.13).
         """
         return (
             weight.device.type == "cpu"
@@ -330,6 +320,13 @@ def _as_tuple(value: Any, dims: int) -> tuple[int, ...] | None:
     return None
 
 
+def _autocast_operand(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    """``t`` as autocast casts a convolution operand: floating tensors but float64 to ``dtype``."""
+    if t is None or not t.is_floating_point() or t.dtype == torch.float64:
+        return t
+    return t.to(dtype)
+
+
 def _convolution(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Tensor | None:
     """``func(*args, **kwargs)`` as a :class:`_Convolution`, or None where it does not apply.
 
@@ -361,8 +358,7 @@ def _convolution(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Te
     autocast = torch.is_autocast_enabled(device)
     if autocast:
         dtype = torch.get_autocast_dtype(device)
-        x, weight = x.to(dtype), weight.to(dtype)
-        bias = None if bias is None else bias.to(dtype)
+        x, weight, bias = (_autocast_operand(t, dtype) for t in (x, weight, bias))
     if x.dtype != weight.dtype or (bias is not None and bias.dtype != x.dtype):
         return None
     stride, padding, dilation = geometry
