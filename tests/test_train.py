@@ -84,6 +84,16 @@ def test_nan_guard_names_the_term_and_keeps_the_last_good_checkpoint(tmp_path):
         assert torch.equal(tensor, kept["critic"][name])
 
 
+@pytest.mark.parametrize(("net", "name"), [("D", "critic"), ("G", "generator")])
+@pytest.mark.parametrize("bad", [float("inf"), float("nan")])
+def test_a_non_finite_gradient_behind_a_finite_loss_stops_training(tmp_path, net, name, bad):
+    trainer = Trainer(load(None, tiny("train.steps=5")), tmp_path / "run")
+    parameter = list(getattr(trainer, net).parameters())[-2]
+    parameter.register_hook(lambda grad: grad.index_fill(0, torch.tensor([0]), bad))
+    with pytest.raises(TrainingDiverged, match=rf"the {name} gradient became {bad} at generator"):
+        trainer.train_round()
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
