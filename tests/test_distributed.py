@@ -2,12 +2,12 @@
 
 The ranks are children of a forkserver: a clean, single-threaded process with torch already
 imported, fast to fork and free of the locks that the test process's threads may hold when a
-plain fork copies it (a forked rank once hung at exit after 270 tests). Each case runs the
-critic's penalized update on each rank's half of a fixed batch, in float64, and compares the
-critic with a single-process update on the whole batch. WGAN-GP draws its interpolation
-coefficients at random; to compare the two runs the tests replace ``interpolate`` with one whose
-coefficient is a fixed function of each sample, so that the halves and the whole batch use the
-same coefficients.
+plain fork copies it (late in a full run, a forked rank once stayed alive after training, past
+the deadline). Each case runs the critic's penalized update on each rank's half of a fixed
+batch, in float64, and compares the critic with a single-process update on the whole batch.
+WGAN-GP draws its interpolation coefficients at random; to compare the two runs the tests
+replace ``interpolate`` with one whose coefficient is a fixed function of each sample, so that
+the halves and the whole batch use the same coefficients.
 """
 
 from __future__ import annotations
