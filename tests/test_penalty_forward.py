@@ -165,3 +165,21 @@ def test_bf16_autocast_matches_pytorchs_autocast_to_bf16_precision():
     assert fast.dtype == slow.dtype
     scale = slow.abs().max().item()  # the sums run in another order: bf16 rounding differs
     torch.testing.assert_close(fast, slow, rtol=1.6e-2, atol=1e-2 * scale)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda x, w: F.conv2d(x, w, None, 1, 0, 1, 1, "extra"),
+        lambda x, w: F.conv2d(x, w, weight=w),
+        lambda x, w: F.conv2d(x, w, paddin=1),
+        lambda x, w: F.conv2d(x, w[:, :1]),
+    ],
+)
+def test_a_malformed_convolution_raises_pytorchs_error_inside_the_context(call):
+    x, weight = torch.randn(2, 2, 5, 5), nn.Parameter(torch.randn(3, 2, 3, 3))
+    with pytest.raises((TypeError, RuntimeError)) as plain:
+        call(x, weight)
+    with gp.penalty_forward(), pytest.raises(type(plain.value)) as inside:
+        call(x, weight)
+    assert str(inside.value) == str(plain.value)

@@ -335,7 +335,10 @@ def _convolution(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Te
     Under autocast the operands are cast as autocast would cast them.
     """
     dims = _CONVOLUTIONS[func]
-    bound = dict(zip(_CONV_ARGUMENTS, args, strict=False)) | kwargs
+    positional = dict(zip(_CONV_ARGUMENTS, args, strict=False))
+    if len(args) > len(_CONV_ARGUMENTS) or set(positional) & set(kwargs):
+        return None  # a malformed call: PyTorch's own convolution raises its own error
+    bound = positional | kwargs
     x, weight, bias = bound.get("input"), bound.get("weight"), bound.get("bias")
     geometry = [
         _as_tuple(bound.get(name, default), dims)
