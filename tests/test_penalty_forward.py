@@ -176,7 +176,8 @@ def test_bf16_autocast_matches_pytorchs_autocast_to_bf16_precision():
         lambda x, w: F.conv2d(x, w[:, :1]),
     ],
 )
-def test_a_malformed_convolution_raises_pytorchs_error_inside_the_context(call):
+def test_a_malformed_convolution_raises_pytorchs_own_error_inside_the_context(call):
+    """PyTorch parses the arguments before the mode sees the call; this pins that contract."""
     x, weight = torch.randn(2, 2, 5, 5), nn.Parameter(torch.randn(3, 2, 3, 3))
     with pytest.raises((TypeError, RuntimeError)) as plain:
         call(x, weight)

@@ -335,10 +335,8 @@ def _convolution(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Te
     Under autocast the operands are cast as autocast would cast them.
     """
     dims = _CONVOLUTIONS[func]
-    positional = dict(zip(_CONV_ARGUMENTS, args, strict=False))
-    if len(args) > len(_CONV_ARGUMENTS) or set(positional) & set(kwargs):
-        return None  # a malformed call: PyTorch's own convolution raises its own error
-    bound = positional | kwargs
+    # A malformed call never gets here: PyTorch parses the arguments before the mode sees them.
+    bound = dict(zip(_CONV_ARGUMENTS, args, strict=False)) | kwargs
     x, weight, bias = bound.get("input"), bound.get("weight"), bound.get("bias")
     geometry = [
         _as_tuple(bound.get(name, default), dims)
