@@ -4,10 +4,13 @@
 
 For the DCGAN-28 critic (batch 64) and the toy MLP critic (batch 256): every configuration has
 its own copy of the same critic and its own Adam (lr 1e-4, betas (0.5, 0.9)); one critic step is
-zero_grad, the forwards, one backward, optimizer.step, on a WGAN loss. The configurations are
-timed interleaved (one step of each, in a shuffled order, per round) and each is reported as
-the median of its step times divided by the median plain step; "noise" is the plain step's
-interquartile range over its median. Lazy R1 is timed in blocks of 16 steps (amortized).
+zero_grad, the forwards, one backward, optimizer.step, on a WGAN loss. The backward is
+``loss.backward(inputs=parameters)``, as in the training loop: a batch that requires grad for a
+penalty gets no gradient of its own. The configurations are timed interleaved (one step of each,
+in a shuffled order, per round) and each is reported as the median of its step times divided by
+the median plain step; "noise" is the plain step's interquartile range over its median. Lazy R1
+is timed in blocks of 16 steps (amortized); a block runs its steps back to back, not
+interleaved, and its ratio has come out slightly below 1.
 
 Peak memory: torch.profiler's allocator events (``total_allocated``) over one step give the peak
 of CPU tensor bytes above those live at the step's start; the reported peak adds the tensors
@@ -81,14 +84,20 @@ def penalty_after_loss(critic: nn.Module, real: Tensor, fake: Tensor, step: int)
 
 
 def reusing(penalty: gp.Penalty) -> Objective:
-    """R1 / R2 from the loss's own forward (the inputs require grad only on active steps)."""
+    """R1 / R2 from the loss's own forward, as the training loop runs it.
+
+    On active steps the penalized batch requires grad and its forward runs under
+    ``gp.penalty_forward``; the other batch, and both on a lazy penalty's off steps, run plain.
+    """
 
     def objective(critic: nn.Module, real: Tensor, fake: Tensor, step: int) -> Tensor:
-        active = penalty.active(step)
-        real = real.detach().requires_grad_(active and "real" in penalty.needs)
-        fake = fake.detach().requires_grad_(active and "fake" in penalty.needs)
-        with gp.penalty_forward():
-            real_scores, fake_scores = critic(real), critic(fake)
+        needs = penalty.needs if penalty.active(step) else frozenset()
+        real = real.detach().requires_grad_("real" in needs)
+        fake = fake.detach().requires_grad_("fake" in needs)
+        with gp.penalty_forward() if "real" in needs else nullcontext():
+            real_scores = critic(real)
+        with gp.penalty_forward() if "fake" in needs else nullcontext():
+            fake_scores = critic(fake)
         term = penalty(
             critic,
             real=real,
@@ -156,7 +165,8 @@ class Runner:
 
     def one_step(self, real: Tensor, fake: Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
-        self.objective(self.critic, real, fake, self.step).backward()
+        loss = self.objective(self.critic, real, fake, self.step)
+        loss.backward(inputs=list(self.critic.parameters()))
         self.optimizer.step()
         self.step += 1
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import gradpen as gp
 from gradpen.nets import DCGANCritic28
@@ -116,6 +117,41 @@ def test_reused_forward_gives_the_loss_and_r1_gradients_of_plain_autograd(name):
         objective = scores.pow(2).mean() + 5.0 * r1.mean()
         results.append(parameter_gradients(objective, critic))
     assert_all_close(*results)
+
+
+class CountInputGradients(TorchDispatchMode):
+    """Counts computed convolution input gradients (``convolution_backward``'s or the fold's)."""
+
+    def __enter__(self) -> CountInputGradients:
+        self.count = 0
+        return super().__enter__()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten.convolution_backward.default:
+            self.count += args[-1][0]
+        self.count += func is torch.ops.aten.col2im.default
+        return func(*args, **(kwargs or {}))
+
+
+def test_backward_with_inputs_skips_the_gradient_into_the_reused_batch():
+    """``backward(inputs=params)`` prunes the batch's gradient; a plain backward still gets it."""
+    critic, x = make("dcgan")
+    params = list(critic.parameters())
+    runs = {}
+    for twins, inputs in ((True, None), (True, params), (False, None)):
+        real = x.detach().requires_grad_(True)
+        with gp.penalty_forward() if twins else torch.enable_grad():
+            scores = critic(real)
+        r1 = gp.r1(critic, real, scores=scores)
+        critic.zero_grad(set_to_none=True)
+        with CountInputGradients() as counter:
+            (scores.pow(2).mean() + 5.0 * r1.mean()).backward(inputs=inputs)
+        runs[twins, inputs is None] = (counter.count, [p.grad for p in params], real.grad)
+    full, pruned, plain = runs[True, True], runs[True, False], runs[False, True]
+    assert pruned[2] is None
+    assert pruned[0] == full[0] - 1  # the first conv's input gradient is not computed
+    assert_all_close(pruned[1], plain[1])
+    assert_all_close([full[2], *full[1]], [plain[2], *plain[1]])
 
 
 def test_third_order_gradients_equal_plain_autograd():

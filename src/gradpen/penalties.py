@@ -233,8 +233,13 @@ class _ConvGeometry:
         )
 
     def _input_grad_by_fold(self, grad: Tensor, x: Tensor, weight: Tensor) -> Tensor:
-        """``conv^T(grad, weight)`` as ``fold(weight^T @ grad)``: unfold's adjoint."""
-        columns = torch.matmul(weight.flatten(1).t(), grad.flatten(2))
+        """``conv^T(grad, weight)`` as ``fold(weight^T @ grad)``: unfold's adjoint.
+
+        A batched matmul against the broadcast weight: ``matmul`` would copy ``grad`` to a
+        transposed layout first.
+        """
+        batch = grad.shape[0]
+        columns = torch.bmm(weight.flatten(1).t().expand(batch, -1, -1), grad.flatten(2))
         return F.fold(
             columns,
             x.shape[2:],
@@ -274,6 +279,20 @@ class _ConvolutionInputGrad(torch.autograd.Function):
         return grad_of_grad, None, grad_of_weight, None
 
 
+def _engine_uses(node: Any) -> bool:
+    """Whether the running backward will use the gradient flowing into ``node``.
+
+    ``needs_input_grad`` is fixed at forward time; ``loss.backward(inputs=params)`` then prunes
+    the gradient into a batch that requires grad only because a penalty differentiated it
+    (forward reuse), and with this check the convolution skips computing it. Under
+    ``autograd.grad`` PyTorch cannot answer for a leaf, so the gradient is computed.
+    """
+    try:
+        return torch._C._will_engine_execute_node(node)
+    except RuntimeError:
+        return True
+
+
 class _Convolution(torch.autograd.Function):
     """A convolution (parameters as leaves) whose backward knows the input-only pass.
 
@@ -300,9 +319,11 @@ class _Convolution(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         geometry: _ConvGeometry = ctx.geometry
         needs_x, needs_weight, needs_bias = ctx.needs_input_grad[:3]
+        needs_x = needs_x and _engine_uses(ctx.next_functions[0][0])
         if ctx.input_only:
-            grad_x = _ConvolutionInputGrad.apply(grad, x.detach(), weight, geometry)
-            return (grad_x if needs_x else None), None, None, None
+            if not needs_x:
+                return None, None, None, None
+            return _ConvolutionInputGrad.apply(grad, x.detach(), weight, geometry), None, None, None
         mask = (needs_x, needs_weight, needs_bias and ctx.has_bias)
         grad_x, grad_weight, grad_bias = geometry.backward(grad, x, weight, mask)
         return grad_x, grad_weight, grad_bias, None
@@ -400,7 +421,9 @@ def penalty_forward() -> contextlib.AbstractContextManager[Any]:
     Inside it, ReLU / leaky ReLU and convolutions run as exact twins with a cheaper double
     backward (see the module docstring): scores, parameter gradients and the penalty's
     gradients are the same, only faster. :func:`input_gradient` always uses it; use it around
-    the loss's forward on ``real`` when its scores feed ``r1(..., scores=)``.
+    the loss's forward on ``real`` when its scores feed ``r1(..., scores=)``, and then
+    ``loss.backward(inputs=params)``: the twins skip the gradient into ``real`` that a plain
+    ``backward()`` would have to compute.
     """
     return _PenaltyForward()
 

@@ -362,9 +362,17 @@ class Trainer:
     def _scores(
         self, real: Tensor, fake: Tensor, y: Tensor | None, *, reuse: bool
     ) -> tuple[Tensor, Tensor]:
-        """The critic's scores on both batches; a forward the penalty reuses gets its shortcuts."""
-        with penalty_forward() if reuse else nullcontext():
-            return score(self.D_train, real, y), score(self.D_train, fake, y)
+        """The critic's scores on both batches; a forward the penalty reuses gets its shortcuts.
+
+        Only the batches the penalty differentiates run under :func:`penalty_forward`: its twins
+        cost a few percent on a forward nobody differentiates twice.
+        """
+        needs = self.penalty.needs if reuse else frozenset()
+        scores = []
+        for name, batch in (("real", real), ("fake", fake)):
+            with penalty_forward() if name in needs else nullcontext():
+                scores.append(score(self.D_train, batch, y))
+        return scores[0], scores[1]
 
     def _penalty_term(
         self,
@@ -398,7 +406,8 @@ class Trainer:
         """Check the terms, backward ``objective``, check the gradients, step, clip."""
         self._check_finite(terms)
         self.opt_D.zero_grad(set_to_none=True)
-        objective.backward()
+        # Only the parameters: a batch that requires grad for forward reuse gets no gradient.
+        objective.backward(inputs=[p for p in self.D.parameters() if p.requires_grad])
         self._check_gradients(self.opt_D, "critic")
         self.opt_D.step()
         if self.config.train.clip > 0:
