@@ -154,6 +154,26 @@ def test_backward_with_inputs_skips_the_gradient_into_the_reused_batch():
     assert_all_close([full[2], *full[1]], [plain[2], *plain[1]])
 
 
+@pytest.mark.parametrize("slope", [0.0, 0.2, -0.3])
+def test_activation_twin_saves_its_output_unless_the_slope_is_negative(slope):
+    """The output has the input's sign for a slope >= 0: saving it lets the input be freed."""
+    pre = torch.randn(6, 4, dtype=torch.float64, requires_grad=True) * 2
+    saved = []
+    hooks = torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t)
+    with hooks, gp.penalty_forward():
+        out = F.leaky_relu(pre, slope)
+    assert [t.data_ptr() for t in saved] == [(out if slope >= 0 else pre).data_ptr()]
+    critic = nn.Sequential(nn.Linear(3, 8), nn.LeakyReLU(slope), nn.Linear(8, 1)).double()
+    x = torch.randn(7, 3, dtype=torch.float64)
+    fast = gp.input_gradient(critic, x)
+    slow = plain_input_gradient(critic, x)
+    torch.testing.assert_close(fast, slow, rtol=1e-12, atol=1e-14)
+    assert_all_close(
+        parameter_gradients(fast.pow(3).sum(), critic),
+        parameter_gradients(slow.pow(3).sum(), critic),
+    )
+
+
 def test_third_order_gradients_equal_plain_autograd():
     critic, x = make("conv2d")
     results = []

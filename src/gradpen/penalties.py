@@ -158,20 +158,25 @@ class _PiecewiseLinear(torch.autograd.Function):
     """Leaky ReLU (ReLU for slope 0) whose backward uses the input only through its sign.
 
     Forward and first derivative are bit-identical to PyTorch's; the backward detaches the
-    saved input, so a double backward does not propagate the (exactly zero) second derivative
-    back through the forward graph.
+    saved tensor, so a double backward does not propagate the (exactly zero) second derivative
+    back through the forward graph. For a slope >= 0 the output has the input's sign, so the
+    output is saved instead of the input (as PyTorch's in-place variant does): the next layer
+    keeps the output anyway, and the input can be freed.
     """
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, slope: float) -> Tensor:
-        ctx.save_for_backward(x)
+        out = F.relu(x) if slope == 0 else F.leaky_relu(x, slope)
+        ctx.from_output = slope >= 0
+        ctx.save_for_backward(out if ctx.from_output else x)
         ctx.slope = slope
-        return F.relu(x) if slope == 0 else F.leaky_relu(x, slope)
+        return out
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
-        (x,) = ctx.saved_tensors
-        return torch.ops.aten.leaky_relu_backward(grad, x.detach(), ctx.slope, False), None
+        (saved,) = ctx.saved_tensors
+        backward = torch.ops.aten.leaky_relu_backward
+        return backward(grad, saved.detach(), ctx.slope, ctx.from_output), None
 
 
 _RELUS = (F.relu, torch.relu, Tensor.relu)
