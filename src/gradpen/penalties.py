@@ -324,11 +324,11 @@ class _Convolution(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         geometry: _ConvGeometry = ctx.geometry
         needs_x, needs_weight, needs_bias = ctx.needs_input_grad[:3]
-        needs_x = needs_x and _engine_uses(ctx.next_functions[0][0])
-        if ctx.input_only:
+        if ctx.input_only:  # the pass asks for the input's gradient: every conv on the way needs it
             if not needs_x:
                 return None, None, None, None
             return _ConvolutionInputGrad.apply(grad, x.detach(), weight, geometry), None, None, None
+        needs_x = needs_x and _engine_uses(ctx.next_functions[0][0])
         mask = (needs_x, needs_weight, needs_bias and ctx.has_bias)
         grad_x, grad_weight, grad_bias = geometry.backward(grad, x, weight, mask)
         return grad_x, grad_weight, grad_bias, None
