@@ -174,6 +174,20 @@ def test_activation_twin_saves_its_output_unless_the_slope_is_negative(slope):
     )
 
 
+def test_in_place_change_of_a_saved_activation_output_raises_with_an_explanation():
+    x = torch.randn(4, 3, requires_grad=True)
+    with gp.penalty_forward():
+        h = F.leaky_relu(x * 2, 0.2)
+        h.mul_(1.4)
+    with pytest.raises(RuntimeError, match="modified in place after gradpen's penalty_forward"):
+        h.sum().backward()
+    with gp.penalty_forward():
+        h = F.leaky_relu(x * 2, 0.2)
+    h.sum().backward()
+    with pytest.raises(RuntimeError, match="backward through the graph a second time"):
+        h.sum().backward()  # PyTorch's own error passes through unchanged
+
+
 def test_third_order_gradients_equal_plain_autograd():
     critic, x = make("conv2d")
     results = []

@@ -160,8 +160,9 @@ class _PiecewiseLinear(torch.autograd.Function):
     Forward and first derivative are bit-identical to PyTorch's; the backward detaches the
     saved tensor, so a double backward does not propagate the (exactly zero) second derivative
     back through the forward graph. For a slope >= 0 the output has the input's sign, so the
-    output is saved instead of the input (as PyTorch's in-place variant does): the next layer
-    keeps the output anyway, and the input can be freed.
+    output is saved instead of the input (as PyTorch's ReLU and in-place leaky ReLU do): the next
+    layer keeps the output anyway, and the input can be freed. The price: an in-place change of
+    a leaky ReLU's output inside the context raises in the backward (never a wrong gradient).
     """
 
     @staticmethod
@@ -174,7 +175,16 @@ class _PiecewiseLinear(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
-        (saved,) = ctx.saved_tensors
+        try:
+            (saved,) = ctx.saved_tensors
+        except RuntimeError as error:
+            if "inplace operation" not in str(error):
+                raise
+            raise RuntimeError(
+                "an activation's output was modified in place after gradpen's penalty_forward "
+                "saved it (its ReLU / leaky ReLU twin keeps the output, not the input); write "
+                "that change out of place, e.g. h = h * gain instead of h.mul_(gain)"
+            ) from error
         backward = torch.ops.aten.leaky_relu_backward
         return backward(grad, saved.detach(), ctx.slope, ctx.from_output), None
 
@@ -290,10 +300,14 @@ def _engine_uses(node: Any) -> bool:
     ``needs_input_grad`` is fixed at forward time; ``loss.backward(inputs=params)`` then prunes
     the gradient into a batch that requires grad only because a penalty differentiated it
     (forward reuse), and with this check the convolution skips computing it. Under
-    ``autograd.grad`` PyTorch cannot answer for a leaf, so the gradient is computed.
+    ``autograd.grad`` PyTorch cannot answer for a leaf, and a PyTorch without the (private)
+    query cannot answer at all: then the gradient is computed.
     """
+    will_execute = getattr(torch._C, "_will_engine_execute_node", None)  # private API
+    if will_execute is None:
+        return True
     try:
-        return torch._C._will_engine_execute_node(node)
+        return will_execute(node)
     except RuntimeError:
         return True
 
