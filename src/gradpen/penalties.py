@@ -294,6 +294,10 @@ class _ConvolutionInputGrad(torch.autograd.Function):
         return grad_of_grad, None, grad_of_weight, None
 
 
+# PyTorch's (private) query whether the running backward executes a node; None where absent.
+_WILL_ENGINE_EXECUTE = getattr(torch._C, "_will_engine_execute_node", None)
+
+
 def _engine_uses(node: Any) -> bool:
     """Whether the running backward will use the gradient flowing into ``node``.
 
@@ -303,11 +307,10 @@ def _engine_uses(node: Any) -> bool:
     ``autograd.grad`` PyTorch cannot answer for a leaf, and a PyTorch without the (private)
     query cannot answer at all: then the gradient is computed.
     """
-    will_execute = getattr(torch._C, "_will_engine_execute_node", None)  # private API
-    if will_execute is None:
+    if _WILL_ENGINE_EXECUTE is None:
         return True
     try:
-        return will_execute(node)
+        return _WILL_ENGINE_EXECUTE(node)
     except RuntimeError:
         return True
 
