@@ -4,7 +4,7 @@
 
 For a 2-D convolution from C input channels (an image critic's first layer, batch 64), prints the
 median time of ``convolution_backward``'s input gradient over that of a matmul plus ``fold``
-(what ``gp.penalty_forward`` uses for C <= ``gradpen.penalties.FEW_CHANNELS`` on CPU), and of
+(what ``gp.penalty_forward`` uses for C <= ``gradpen.fastpath.FEW_CHANNELS`` on CPU), and of
 PyTorch's default-layout forward over the same forward on a channels-last copy of the input (a
 candidate that lost: the forward keeps the default layout). Above 1 the alternative is faster.
 All four are timed interleaved in one process; rerun this on your machine to check the choice.

@@ -17,6 +17,9 @@ of CPU tensor bytes above those live at the step's start; the reported peak adds
 live at the start (parameters, gradients, Adam state, the batch), so it is the step's peak
 tensor memory. It does not count allocator caching or the process's other memory.
 
+"fast off" rows run the same penalty with ``fast=False`` (plain autograd, no
+:mod:`gradpen.fastpath` twins): the fast path's own contribution.
+
 Also reported: the relative error of the bf16-autocast penalty against float32 on the same
 points, and the bias of the approximations in ``gradpen.approx`` against the exact penalty on
 the critic the WGAN-GP configuration trained during the timing.
@@ -87,16 +90,17 @@ def reusing(penalty: gp.Penalty) -> Objective:
     """R1 / R2 from the loss's own forward, as the training loop runs it.
 
     On active steps the penalized batch requires grad and its forward runs under
-    ``gp.penalty_forward``; the other batch, and both on a lazy penalty's off steps, run plain.
+    ``gp.penalty_forward`` (unless the penalty has ``fast=False``); the other batch, and both on
+    a lazy penalty's off steps, run plain.
     """
 
     def objective(critic: nn.Module, real: Tensor, fake: Tensor, step: int) -> Tensor:
         needs = penalty.needs if penalty.active(step) else frozenset()
         real = real.detach().requires_grad_("real" in needs)
         fake = fake.detach().requires_grad_("fake" in needs)
-        with gp.penalty_forward() if "real" in needs else nullcontext():
+        with gp.penalty_forward(penalty.fast and "real" in needs):
             real_scores = critic(real)
-        with gp.penalty_forward() if "fake" in needs else nullcontext():
+        with gp.penalty_forward(penalty.fast and "fake" in needs):
             fake_scores = critic(fake)
         term = penalty(
             critic,
@@ -134,9 +138,11 @@ CONFIGS: dict[str, tuple[Objective, int]] = {
     "plain": (plain, 1),
     "naive wgan-gp": (naive_wgan_gp, 1),
     "gradpen wgan-gp": (penalty_first(gp.Penalty("wgan-gp", WEIGHT)), 1),
+    "gradpen wgan-gp, fast off": (penalty_first(gp.Penalty("wgan-gp", WEIGHT, fast=False)), 1),
     "gradpen wgan-gp, penalty after loss fwd": (penalty_after_loss, 1),
     "r1, fresh forward": (penalty_first(gp.Penalty("r1", WEIGHT)), 1),
     "r1, forward reuse": (reusing(gp.Penalty("r1", WEIGHT)), 1),
+    "r1, forward reuse, fast off": (reusing(gp.Penalty("r1", WEIGHT, fast=False)), 1),
     "r1r2, forward reuse": (reusing(gp.Penalty("r1r2", WEIGHT)), 1),
     f"lazy r1 every {LAZY_EVERY}, amortized": (
         reusing(gp.Penalty("r1", WEIGHT, every=LAZY_EVERY)),

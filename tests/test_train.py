@@ -38,9 +38,7 @@ def tiny(*extra: str) -> list[str]:
 def test_a_short_toy_run_lowers_w1(tmp_path):
     config = load(None, tiny("train.steps=200"))
     trainer = Trainer(config, tmp_path / "run")
-    from gradpen.train.evaluate import evaluate
-
-    before = evaluate(trainer)["w1"]
+    before = trainer.evaluate()["w1"]
     summary = trainer.train()
     assert summary["w1"] < 0.5 * before
     for name in ["config.toml", "metrics.jsonl", "summary.json", "curves.png", "surface.png"]:

@@ -1,28 +1,28 @@
 """gradpen: gradient penalties for GAN critics and beyond: correct, fast, tested."""
 
 from gradpen.errors import UserError
+from gradpen.fastpath import penalty_forward
+from gradpen.gradients import gradient_of_scores, input_gradient
 from gradpen.penalties import (
     PENALTIES,
-    Penalty,
+    PenaltySpec,
     dragan,
     grad_norm,
-    gradient_of_scores,
-    input_gradient,
     interpolate,
-    lazy_adam_hyperparameters,
-    penalty_forward,
     perturb,
     r1,
     r2,
     wgan_gp,
     zero_centered,
 )
+from gradpen.penalty import Penalty, lazy_adam_hyperparameters
 
 __version__ = "0.1.0"
 
 __all__ = [
     "PENALTIES",
     "Penalty",
+    "PenaltySpec",
     "UserError",
     "__version__",
     "dragan",

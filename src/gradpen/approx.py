@@ -21,7 +21,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from gradpen.penalties import Critic, _as_scores, _check_pair, interpolate
+from gradpen import outputs
+from gradpen.outputs import Critic
+from gradpen.penalties import check_pair, interpolate
 
 __all__ = ["sub_batch", "wgan_gp_finite_difference"]
 
@@ -66,7 +68,7 @@ def wgan_gp_finite_difference(
     critic call. APPROXIMATION: a lower bound on the gradient norm (see the module docstring).
     A sample whose real and fake coincide has no direction; its derivative is taken as 0.
     """
-    _check_pair(real, fake)
+    check_pair(real, fake)
     if not (math.isfinite(step) and step > 0):
         raise ValueError(f"step must be a finite number > 0, got {step}")
     x_hat = interpolate(real, fake, generator=generator)
@@ -75,8 +77,7 @@ def wgan_gp_finite_difference(
     unit = torch.where(length > 0, direction / length.clamp_min(1e-30), 0.0).view_as(real)
     points = torch.cat([x_hat + step * unit, x_hat - step * unit])
     both_cond = None if cond is None else torch.cat([cond, cond])
-    out = critic(points) if both_cond is None else critic(points, both_cond)
-    scores = _as_scores(out, points.shape[0])
+    scores = outputs.critic_scores(critic, points, both_cond)
     forward, backward = scores.float().chunk(2)
     excess = ((forward - backward) / (2 * step)).abs() - target
     if one_sided:

@@ -42,11 +42,11 @@ def _train(args: argparse.Namespace) -> None:
 
 def _sample(args: argparse.Namespace) -> None:
     from gradpen.train import open_run
-    from gradpen.train.evaluate import sample_images01, save_npz
+    from gradpen.train.evaluate import save_npz
 
     if args.n < 1:
         raise UserError(f"-n must be >= 1, got {args.n}")
-    x, y = sample_images01(open_run(args.run_dir), args.n)
+    x, y = open_run(args.run_dir).samples01(args.n)
     print(f"wrote {save_npz(Path(args.out), x, y)}: x {tuple(x.shape)}")
 
 
@@ -54,10 +54,9 @@ def _eval(args: argparse.Namespace) -> None:
     import json
 
     from gradpen.train import open_run
-    from gradpen.train.evaluate import evaluate
 
     trainer = open_run(args.run_dir)
-    summary = {"step": trainer.step, **evaluate(trainer)}
+    summary = {"step": trainer.step, **trainer.evaluate()}
     (trainer.run_dir / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
     _print_summary(summary)
 

@@ -21,31 +21,18 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from gradpen import outputs
 from gradpen.errors import UserError
+from gradpen.gradients import check_no_batchnorm
 from gradpen.losses import d_loss
-from gradpen.penalties import (
-    PENALTIES,
-    Penalty,
-    _distance_from_target,
-    _squared_norm,
-    check_no_batchnorm,
-    interpolate,
-    perturb,
-)
+from gradpen.penalties import PENALTIES, REDUCTIONS, sample_points
+from gradpen.penalty import Penalty
 
 __all__ = ["SUPPORTED", "CompiledCriticStep"]
 
-# For each penalty: where it is taken ("interpolates", "perturbed", "real", "fake") and
-# whether its per-sample value is a distance from a target norm or the squared norm.
-SUPPORTED: dict[str, tuple[tuple[str, ...], str]] = {
-    "wgan-gp": (("interpolates",), "target"),
-    "one-sided": (("interpolates",), "target"),
-    "dragan": (("perturbed",), "target"),
-    "zero-centered": (("interpolates",), "squared"),
-    "r1": (("real",), "squared"),
-    "r2": (("fake",), "squared"),
-    "r1r2": (("real", "fake"), "squared"),
-}
+# Every registered penalty with a term: the step composes the registry entry's points and
+# per-sample statistic with torch.func's gradient.
+SUPPORTED = tuple(name for name, spec in PENALTIES.items() if spec.points)
 
 
 class CompiledCriticStep:
@@ -81,14 +68,16 @@ class CompiledCriticStep:
         self.critic = getattr(critic, "_orig_mod", critic)
         self.penalty = penalty
         self.loss = loss
-        self._where, self._kind = SUPPORTED[penalty.name]
+        # Resolved here, not in the compiled function: dynamo need not trace the registry.
+        self._points = penalty.spec.points
+        self._reduce = REDUCTIONS[penalty.spec.reduction]
+        self._statistic = penalty.spec.bound_statistic(penalty.options)
         gradients = torch.func.grad(self._objective, has_aux=True)
         self._compiled = torch.compile(gradients, backend=backend, fullgraph=True)
 
     def _scores(self, params: dict[str, Tensor], x: Tensor, cond: Any) -> Tensor:
         args = (x,) if cond is None else (x, cond)
-        out = functional_call(self.critic, params, args)
-        return out.squeeze(-1) if out.dim() == 2 else out
+        return outputs.scores(functional_call(self.critic, params, args), x.shape[0])
 
     def _scores_and_gradient(
         self, params: dict[str, Tensor], x: Tensor, cond: Any
@@ -100,61 +89,46 @@ class CompiledCriticStep:
         gradient, scores = torch.func.grad(summed, has_aux=True)(x)
         return scores, gradient
 
-    def _per_sample(self, gradient: Tensor) -> Tensor:
-        if self._kind == "squared":
-            return _squared_norm(gradient)
-        target = self.penalty.options.get("target", 1.0)
-        one_sided = self.penalty.name == "one-sided" or self.penalty.options.get("one_sided", False)
-        return _distance_from_target(gradient, target, one_sided)
-
     def _objective(
         self,
         params: dict[str, Tensor],
-        real: Tensor,
-        fake: Tensor,
+        batches: dict[str, Tensor],
         cond: Any,
-        points: Tensor | None,
+        points: list[Tensor],
         active: bool,
     ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        gradients = []
-        if active and "real" in self._where:
-            real_scores, g = self._scores_and_gradient(params, real, cond)
-            gradients.append(g)
-        else:
-            real_scores = self._scores(params, real, cond)
-        if active and "fake" in self._where:
-            fake_scores, g = self._scores_and_gradient(params, fake, cond)
-            gradients.append(g)
-        else:
-            fake_scores = self._scores(params, fake, cond)
-        if active and points is not None:
-            gradients.append(self._scores_and_gradient(params, points, cond)[1])
-        loss = d_loss(self.loss, real_scores, fake_scores)
+        scores, gradients = {}, {}
+        for name, batch in batches.items():
+            if active and name in self._points:  # R1 / R2: the loss's forward serves the penalty
+                scores[name], gradients[name] = self._scores_and_gradient(params, batch, cond)
+            else:
+                scores[name] = self._scores(params, batch, cond)
+        loss = d_loss(self.loss, scores["real"], scores["fake"])
         term = torch.zeros((), dtype=loss.dtype, device=loss.device)
-        for gradient in gradients:
-            term = term + self._per_sample(gradient).mean()
-        factor = PENALTIES[self.penalty.name].weight_factor
-        term = (self.penalty.every * self.penalty.weight * factor) * term
+        if active:
+            for at, x in zip(self._points, points, strict=True):
+                gradient = (
+                    gradients[at]
+                    if at in gradients
+                    else self._scores_and_gradient(params, x, cond)[1]
+                )
+                term = term + self._reduce(self._statistic(gradient))
+        term = self.penalty.gain * term
         return loss + term, (loss.detach(), term.detach())
-
-    def _points(self, real: Tensor, fake: Tensor) -> Tensor | None:
-        if "interpolates" in self._where:
-            return interpolate(real, fake)
-        if "perturbed" in self._where:
-            options = {k: v for k, v in self.penalty.options.items() if k in ("scale", "noise")}
-            return interpolate(real, perturb(real, **options))
-        return None
 
     def __call__(
         self, real: Tensor, fake: Tensor, *, cond: Any = None, step: int = 0
     ) -> tuple[Tensor, Tensor]:
         """Add ``d(loss + term)/d params`` to each parameter's ``.grad``; return (loss, term)."""
+        spec = self.penalty.spec
         active = self.penalty.active(step)
-        points = self._points(real, fake) if active else None
+        options = dict(spec.fixed) | self.penalty.options
+        real, fake = real.detach(), fake.detach()
+        points = [sample_points(at, real, fake, **options) for at in spec.points] if active else []
         named = dict(self.critic.named_parameters())
         params = {name: p.detach() for name, p in named.items()}
         grads, (loss, term) = self._compiled(
-            params, real.detach(), fake.detach(), cond, points, active
+            params, {"real": real, "fake": fake}, cond, points, active
         )
         for name, parameter in named.items():
             grad = grads[name]

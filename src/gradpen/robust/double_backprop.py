@@ -23,7 +23,7 @@ import math
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from gradpen.penalties import gradient_of_scores
+from gradpen.gradients import gradient_of_scores
 
 SCALINGS = ("per-sample", "batch-mean")
 

@@ -7,7 +7,8 @@ from typing import Any
 
 import torch
 
-from gradpen.penalties import grad_norm, input_gradient, interpolate
+from gradpen.metrics.gradnorm import gradient_norm_stats
+from gradpen.penalties import interpolate
 from gradpen.train.config import load
 from gradpen.train.evaluate import read_metrics
 from gradpen.train.loop import Trainer
@@ -50,10 +51,9 @@ def gradient_profile(trainer: Trainer, n: int = 1000, seed: int = 0) -> dict[str
         )
     points = {"real": real, "fake": fake, "interp": interpolate(real, fake, generator=rng)}
     stats = {}
-    for name, x in points.items():
-        norms = grad_norm(input_gradient(trainer.D, x, allow_batchnorm=True)).detach()
-        stats[f"gnorm_{name}"] = norms.mean().item()
-        stats[f"vanishing_{name}"] = (norms < VANISHING).double().mean().item()
+    for name, values in gradient_norm_stats(trainer.D, points, below=VANISHING).items():
+        stats[f"gnorm_{name}"] = values["mean"]
+        stats[f"vanishing_{name}"] = values["frac_below"]
     return stats
 
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from gradpen.data.toys import get_toy
-from gradpen.penalties import input_gradient
+from gradpen.gradients import input_gradient
 from gradpen.report import markdown_table, write_report
 from gradpen.studies._toyrun import quick_overrides, run_toy
 from gradpen.train.run import open_run

@@ -23,7 +23,6 @@ from gradpen.nets.mlp import MLPCritic
 from gradpen.plots import plot_critic_surface
 from gradpen.report import markdown_table, write_report
 from gradpen.studies._toyrun import quick_overrides, run_toy
-from gradpen.train.evaluate import sample_images01
 from gradpen.train.run import open_run
 
 CLIP = 0.01
@@ -103,7 +102,7 @@ def run(out_dir: Path, *, quick: bool = False) -> Path:
             plot_critic_surface(
                 critic,
                 real,
-                sample_images01(trainer, 512)[0],
+                trainer.samples01(512)[0],
                 out_dir / surface,
                 title=f"{dataset}: {method}",
             )

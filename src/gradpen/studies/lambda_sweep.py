@@ -19,7 +19,6 @@ from gradpen.data.toys import get_toy
 from gradpen.plots import plot_overlaid, plot_samples_2d
 from gradpen.report import markdown_table, write_report
 from gradpen.studies._toyrun import quick_overrides, run_toy
-from gradpen.train.evaluate import sample_images01
 from gradpen.train.loop import TrainingDiverged
 from gradpen.train.run import open_run
 
@@ -68,7 +67,7 @@ def run(out_dir: Path, *, quick: bool = False) -> Path:
         last = per_seed[0]
         if "diverged" not in last:
             trainer = open_run(out_dir / "runs" / f"lambda{weight:g}-seed{seeds[0]}")
-            samples[f"λ = {weight:g}"] = sample_images01(trainer, 1000)[0]
+            samples[f"λ = {weight:g}"] = trainer.samples01(1000)[0]
 
     rows = []
     for weight, per_seed in results.items():

@@ -38,7 +38,7 @@ from gradpen.plots import plot_overlaid, save_image_grid
 from gradpen.report import markdown_table, write_report
 from gradpen.train.checkpoint import CHECKPOINT_NAME
 from gradpen.train.config import Config, apply_overrides, from_dict, to_toml
-from gradpen.train.evaluate import read_metrics, sample_images01
+from gradpen.train.evaluate import read_metrics
 from gradpen.train.loop import Trainer, TrainingDiverged
 from gradpen.train.run import open_run
 
@@ -181,7 +181,7 @@ def run_arm(config: Config, run_dir: Path, grid_path: Path | None) -> dict[str, 
     except TrainingDiverged as error:
         summary = {"diverged": True, "error": str(error)}
     if grid_path is not None:
-        save_image_grid(sample_images01(trainer, GRID_IMAGES)[0], grid_path, nrow=10)
+        save_image_grid(trainer.samples01(GRID_IMAGES)[0], grid_path, nrow=10)
     records = read_metrics(run_dir)
     return summary | late_d_loss(records) | {"records": records}
 

@@ -22,7 +22,6 @@ from gradpen.metrics.toy import toy_metrics
 from gradpen.plots import plot_overlaid
 from gradpen.report import markdown_table, write_report
 from gradpen.studies._toyrun import toy_trainer
-from gradpen.train.evaluate import sample_images01
 from gradpen.train.loop import Trainer
 
 PENALTIES = ("r2", "r1", "r1r2", "wgan-gp", "zero-centered")
@@ -61,7 +60,7 @@ def modes_over_time(penalty: str, seed: int, steps: int, every: int, out: Path) 
     counts = []
     for step in range(steps + 1):
         if step % every == 0:
-            samples, _ = sample_images01(trainer, 1000)
+            samples, _ = trainer.samples01(1000)
             counts.append(int(toy_metrics(samples, toy)["modes_covered"]))
         if step < steps:
             trainer.train_round()

@@ -1,14 +1,15 @@
 """Evaluation, samples and plots of a run; shared by the loop and ``gradpen eval|sample``.
 
-Evaluation draws its noise and reference samples from its own seeded generators, so it gives the
-same numbers whenever it runs and never perturbs training.
+Each function takes what it reads (a sampler, the batch source, the run's seed), not the
+trainer. Evaluation draws its noise and reference samples from its own generators seeded from
+the run's seed, so it gives the same numbers whenever it runs and never perturbs training.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,9 +17,7 @@ from torch import Tensor, nn
 
 from gradpen.data.mnist import from_range
 from gradpen.plots import plot_critic_surface, plot_curves, save_image_grid
-
-if TYPE_CHECKING:
-    from gradpen.train.loop import Trainer
+from gradpen.train.data import BatchSource
 
 EVAL_SEED_OFFSET = 104729
 GRID_IMAGES = 100
@@ -52,62 +51,84 @@ def draw_samples(
     return torch.cat(chunks), labels
 
 
-def _eval_seed(trainer: Trainer) -> int:
-    return trainer.config.seed + EVAL_SEED_OFFSET
+def _eval_seed(seed: int) -> int:
+    return seed + EVAL_SEED_OFFSET
 
 
-def sample_images01(trainer: Trainer, n: int) -> tuple[Tensor, Tensor | None]:
-    """Generator samples as the CLI exports them: points as they are, images in [0, 1]."""
+def sample_images01(
+    sampler: nn.Module, data: BatchSource, n: int, *, seed: int, device: torch.device
+) -> tuple[Tensor, Tensor | None]:
+    """Generator samples as the CLI exports them: points as they are, images in [0, 1].
+
+    Args:
+        sampler: the generator (the EMA copy when the run keeps one).
+        data: the run's batch source (toy or images, conditional or not, output range).
+        n: the number of samples.
+        seed: the run's seed (the evaluation stream is derived from it).
+        device: where the generator runs.
+
+    Returns:
+        ``x`` on the CPU, ``(n, 2)`` points or ``(n, C, H, W)`` images in [0, 1], and the
+        labels ``(n,)`` of a conditional run (else None).
+    """
     x, y = draw_samples(
-        trainer.sampler,
+        sampler,
         n,
-        num_classes=trainer.data.num_classes if trainer.data.conditional else 0,
-        seed=_eval_seed(trainer),
-        device=trainer.device,
+        num_classes=data.num_classes if data.conditional else 0,
+        seed=_eval_seed(seed),
+        device=device,
     )
-    if not trainer.is_toy:
-        x = from_range(x, trainer.data.output_range).clamp(0, 1)
+    if data.toy is None:
+        x = from_range(x, data.output_range).clamp(0, 1)
     return x.float(), y
 
 
-def evaluate(trainer: Trainer) -> dict[str, Any]:
-    """The run's quality metrics: toy coverage, quality and W1; or image FD, KID, precision,
-    recall and classes, with the real-data floor at the same sample size (``floor_*``)."""
-    n = trainer.config.log.eval_samples
-    samples, labels = sample_images01(trainer, n)
-    if trainer.is_toy:
+def evaluate(
+    sampler: nn.Module, data: BatchSource, *, n: int, seed: int, device: torch.device
+) -> dict[str, Any]:
+    """The run's quality metrics from ``n`` samples: toy coverage, quality and W1; or image FD,
+    KID, precision, recall and classes, with the real-data floor at the same sample size
+    (``floor_*``). Arguments as in :func:`sample_images01`."""
+    samples, labels = sample_images01(sampler, data, n, seed=seed, device=device)
+    if data.toy is not None:
         from gradpen.metrics.toy import toy_metrics
 
-        toy = trainer.data.toy
-        assert toy is not None
-        real = toy.sample(n, generator=torch.Generator().manual_seed(_eval_seed(trainer) + 1))
-        return toy_metrics(samples, toy, real)
+        real = data.toy.sample(n, generator=torch.Generator().manual_seed(_eval_seed(seed) + 1))
+        return toy_metrics(samples, data.toy, real)
     from gradpen.metrics.classifier import load_classifier
     from gradpen.metrics.images import image_metrics
 
-    heldout, train_set = trainer.data.heldout, trainer.data.train_set
+    heldout, train_set = data.heldout, data.train_set
     assert heldout is not None and train_set is not None
     classifier = load_classifier()  # one load for both scorings below
     result = image_metrics(samples, heldout.images, fake_labels=labels, classifier=classifier)
     # The floor: real training digits in place of the fakes, same count, same reference set, so
     # that it is what a perfect generator would score at this sample size.
-    pick = torch.randperm(
-        len(train_set), generator=torch.Generator().manual_seed(_eval_seed(trainer))
-    )
+    pick = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(_eval_seed(seed)))
     floor = image_metrics(train_set.images[pick[:n]], heldout.images, classifier=classifier)
     result |= {f"floor_{k}": floor[k] for k in ("fd", "kid_mean", "kid_std", "precision", "recall")}
     return result
 
 
-def save_sample_picture(trainer: Trainer, path: Path) -> Path:
-    """The critic's value surface under real and generated points, or a grid of digits."""
-    if trainer.is_toy:
-        toy = trainer.data.toy
-        assert toy is not None
-        real = toy.sample(1000, generator=torch.Generator().manual_seed(_eval_seed(trainer) + 2))
-        fake, _ = sample_images01(trainer, 1000)
-        return plot_critic_surface(trainer.D, real, fake, path, title=f"step {trainer.step}")
-    images, _ = sample_images01(trainer, GRID_IMAGES)
+def save_sample_picture(
+    sampler: nn.Module,
+    critic: nn.Module,
+    data: BatchSource,
+    path: Path,
+    *,
+    seed: int,
+    device: torch.device,
+    title: str = "",
+) -> Path:
+    """The critic's value surface under real and generated points (2-D), or a grid of images.
+
+    Arguments as in :func:`sample_images01`; ``critic`` draws the surface; returns ``path``.
+    """
+    if data.toy is not None:
+        real = data.toy.sample(1000, generator=torch.Generator().manual_seed(_eval_seed(seed) + 2))
+        fake, _ = sample_images01(sampler, data, 1000, seed=seed, device=device)
+        return plot_critic_surface(critic, real, fake, path, title=title)
+    images, _ = sample_images01(sampler, data, GRID_IMAGES, seed=seed, device=device)
     return save_image_grid(images, path, nrow=10)
 
 
@@ -124,16 +145,9 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return records
 
 
-def write_plots(trainer: Trainer) -> list[Path]:
-    """The end-of-run pictures: curves, and the final surface or sample grid."""
-    run_dir = trainer.run_dir
-    paths = [
-        plot_curves(read_metrics(run_dir), CURVE_KEYS, run_dir / "curves.png", title="training"),
-        save_sample_picture(
-            trainer, run_dir / ("surface.png" if trainer.is_toy else "samples.png")
-        ),
-    ]
-    return paths
+def plot_curves_of(run_dir: Path) -> Path:
+    """The training curves of ``run_dir``'s ``metrics.jsonl``, as ``curves.png`` beside it."""
+    return plot_curves(read_metrics(run_dir), CURVE_KEYS, run_dir / "curves.png", title="training")
 
 
 def save_npz(path: Path, x: Tensor, y: Tensor | None) -> Path:

@@ -16,7 +16,7 @@ import json
 import signal
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +27,15 @@ from tqdm import tqdm
 
 from gradpen import losses
 from gradpen.errors import UserError
+from gradpen.fastpath import penalty_forward
+from gradpen.gradients import check_no_batchnorm
 from gradpen.lipschitz import clip_weights_, spectral_norm
+from gradpen.metrics.gradnorm import gradient_norm_stats
 from gradpen.nets import build_critic, build_generator
-from gradpen.penalties import (
-    Penalty,
-    check_no_batchnorm,
-    grad_norm,
-    input_gradient,
-    interpolate,
-    penalty_forward,
-)
-from gradpen.penalties import lazy_adam_hyperparameters as lazy_adam
+from gradpen.outputs import critic_scores
+from gradpen.penalties import interpolate
+from gradpen.penalty import Penalty
+from gradpen.penalty import lazy_adam_hyperparameters as lazy_adam
 from gradpen.train import distributed
 from gradpen.train.checkpoint import (
     CHECKPOINT_NAME,
@@ -49,20 +47,19 @@ from gradpen.train.checkpoint import (
 from gradpen.train.config import TOY_DATA, Config, to_toml
 from gradpen.train.data import BatchSource, make_source
 from gradpen.train.distributed import DistEnv
+from gradpen.train.evaluate import (
+    evaluate,
+    plot_curves_of,
+    sample_images01,
+    save_sample_picture,
+)
 
-REUSABLE = ("r1", "r2", "r1r2")
 DIAGNOSTIC_SEED_OFFSET = 7919
 FUSED_ADAM_DEVICES = ("cpu", "cuda")
 
 
 class TrainingDiverged(UserError):
     """A loss, the penalty or a gradient became NaN or infinite."""
-
-
-def score(critic: nn.Module, x: Tensor, y: Tensor | None) -> Tensor:
-    """Critic scores of shape (B,), passing labels when the run is conditional."""
-    out = critic(x) if y is None else critic(x, y)
-    return out.squeeze(1) if out.dim() == 2 else out
 
 
 def generate(
@@ -299,119 +296,84 @@ class Trainer:
     def critic_update(self, real: Tensor, fake: Tensor, y: Tensor | None) -> dict[str, Tensor]:
         """One critic update on the given batch.
 
-        An every-step penalty joins the loss: one backward, one optimizer step. A lazy penalty
-        (``every = k > 1``) follows StyleGAN2: the loss step alone, then on every k-th critic
-        step a separate optimizer step on ``k x`` the penalty; the critic's Adam lr and betas are
-        corrected by ``k/(k+1)`` for those extra steps. Every critic forward runs through
+        An every-step penalty joins the loss: one phase, one backward, one optimizer step. A lazy
+        penalty (``every = k > 1``) follows StyleGAN2: a loss phase, then on every k-th critic
+        step a penalty phase (the penalty's gain is then ``k x``); the critic's Adam lr and betas
+        are corrected by ``k/(k+1)`` for those extra steps. Every critic forward runs through
         ``D_train``, so under DDP the penalty's gradient is averaged like the loss's.
         """
-        pen = self.penalty
-        lazy = pen.every > 1
-        stats = self._critic_loss_step(real, fake, y, with_penalty=not lazy)
-        if lazy and pen.active(self.d_step):
-            stats["penalty"] = self._critic_penalty_step(real, fake, y)
+        active = self.penalty.active(self.d_step)
+        lazy = self.penalty.every > 1
+        stats = self.critic_phase(real, fake, y, with_loss=True, with_penalty=active and not lazy)
+        if active and lazy:
+            phase = self.critic_phase(real, fake, y, with_loss=False, with_penalty=True)
+            stats["penalty"] = phase["penalty"]
         self.d_step += 1
         self._last = {"real": real.detach(), "fake": fake.detach(), "y": y}
         return stats
 
-    def _critic_loss_step(
-        self, real: Tensor, fake: Tensor, y: Tensor | None, *, with_penalty: bool
+    def critic_phase(
+        self, real: Tensor, fake: Tensor, y: Tensor | None, *, with_loss: bool, with_penalty: bool
     ) -> dict[str, Tensor]:
-        """The adversarial loss (plus the penalty when ``with_penalty``), one optimizer step."""
+        """One phase of a critic update: the forwards, the objective, one backward, one step.
+
+        Args:
+            real, fake: the batches, ``(B, ...)``; y: their labels (None if unconditional).
+            with_loss: the adversarial loss is in the objective. Without it (the lazy penalty
+                phase) a zero-weighted sum of the scores stands in, so that every critic
+                parameter is in the graph, which DDP needs on every backward.
+            with_penalty: the penalty term at this critic step is in the objective.
+
+        Returns:
+            The detached ``d_loss``, ``penalty`` and ``wasserstein`` estimate of the phase.
+        """
         pen = self.penalty
-        active = with_penalty and pen.active(self.d_step)
-        reuse = active and self.config.penalty.reuse_forward and pen.name in REUSABLE
-        term: Tensor | None = None
+        reuse = with_penalty and self.config.penalty.reuse_forward and pen.spec.reuses_scores
+        batches = {"real": real, "fake": fake}
+        if reuse:  # fresh leaves: the penalty differentiates the loss's own forward (R1, R2)
+            batches = {k: b.detach().requires_grad_(k in pen.needs) for k, b in batches.items()}
+
+        def penalty_term(scores: dict[str, Tensor | None]) -> Tensor:
+            return pen(
+                self.D_train,
+                real=batches["real"],
+                fake=batches["fake"],
+                cond=y,
+                step=self.d_step,
+                real_scores=scores.get("real"),
+                fake_scores=scores.get("fake"),
+            )
+
+        # Without reuse the penalty goes first: its double backward then needs less live memory.
+        term = penalty_term({}) if with_penalty and not reuse else None
+        scores: dict[str, Tensor] = {}
+        for name, batch in batches.items():
+            # Only a batch the penalty differentiates gets the fast path's twins: they cost a few
+            # percent on a forward that nobody differentiates twice.
+            with penalty_forward(reuse and pen.fast and name in pen.needs):
+                scores[name] = critic_scores(self.D_train, batch, y)
         if reuse:
-            real, fake = self._inputs_for_reuse(real, fake)
-        elif active:
-            # Before the loss forwards: the double backward then needs less live memory.
-            term = self._penalty_term(real, fake, y)
-        real_scores, fake_scores = self._scores(real, fake, y, reuse=reuse)
-        if reuse:
-            term = self._penalty_term(real, fake, y, real_scores, fake_scores)
-        loss = losses.d_loss(self.config.train.loss, real_scores, fake_scores)
+            term = penalty_term(scores)
         if term is None:
             term = torch.zeros((), device=self.device)
-        self._critic_optimizer_step({"critic loss": loss, "penalty": term}, loss + term)
-        return {
-            "d_loss": loss.detach(),
-            "penalty": term.detach(),
-            "wasserstein": (real_scores.mean() - fake_scores.mean()).detach(),
-        }
-
-    def _critic_penalty_step(self, real: Tensor, fake: Tensor, y: Tensor | None) -> Tensor:
-        """StyleGAN2's lazy phase: an optimizer step on the (k x) penalty alone.
-
-        A zero-weighted sum of critic scores keeps every critic parameter in the graph (the
-        penalty alone leaves e.g. the last bias out), which DDP needs on every backward.
-        """
-        pen = self.penalty
-        reuse = self.config.penalty.reuse_forward and pen.name in REUSABLE
-        if reuse:
-            real, fake = self._inputs_for_reuse(real, fake)
-        real_scores, fake_scores = self._scores(real, fake, y, reuse=reuse)
-        if reuse:
-            term = self._penalty_term(real, fake, y, real_scores, fake_scores)
+        if with_loss:
+            loss = losses.d_loss(self.config.train.loss, scores["real"], scores["fake"])
+            self._check_finite({"critic loss": loss, "penalty": term})
         else:
-            term = self._penalty_term(real, fake, y)
-        anchor = 0.0 * (real_scores.sum() + fake_scores.sum())
-        self._critic_optimizer_step({"penalty": term}, term + anchor)
-        return term.detach()
-
-    def _scores(
-        self, real: Tensor, fake: Tensor, y: Tensor | None, *, reuse: bool
-    ) -> tuple[Tensor, Tensor]:
-        """The critic's scores on both batches; a forward the penalty reuses gets its shortcuts.
-
-        Only the batches the penalty differentiates run under :func:`penalty_forward`: its twins
-        cost a few percent on a forward nobody differentiates twice.
-        """
-        needs = self.penalty.needs if reuse else frozenset()
-        scores = []
-        for name, batch in (("real", real), ("fake", fake)):
-            with penalty_forward() if name in needs else nullcontext():
-                scores.append(score(self.D_train, batch, y))
-        return scores[0], scores[1]
-
-    def _penalty_term(
-        self,
-        real: Tensor,
-        fake: Tensor,
-        y: Tensor | None,
-        real_scores: Tensor | None = None,
-        fake_scores: Tensor | None = None,
-    ) -> Tensor:
-        """The configured penalty at this critic step (reusing the given scores if any)."""
-        return self.penalty(
-            self.D_train,
-            real=real,
-            fake=fake,
-            cond=y,
-            step=self.d_step,
-            real_scores=real_scores,
-            fake_scores=fake_scores,
-        )
-
-    def _inputs_for_reuse(self, real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
-        """Fresh leaves that require grad, for the inputs whose forward the penalty reuses."""
-        needs = self.penalty.needs
-        if "real" in needs:
-            real = real.detach().requires_grad_(True)
-        if "fake" in needs:
-            fake = fake.detach().requires_grad_(True)
-        return real, fake
-
-    def _critic_optimizer_step(self, terms: dict[str, Tensor], objective: Tensor) -> None:
-        """Check the terms, backward ``objective``, check the gradients, step, clip."""
-        self._check_finite(terms)
+            loss = 0.0 * (scores["real"].sum() + scores["fake"].sum())
+            self._check_finite({"penalty": term})
         self.opt_D.zero_grad(set_to_none=True)
         # Only the parameters: a batch that requires grad for forward reuse gets no gradient.
-        objective.backward(inputs=[p for p in self.D.parameters() if p.requires_grad])
+        (loss + term).backward(inputs=[p for p in self.D.parameters() if p.requires_grad])
         self._check_gradients(self.opt_D, "critic")
         self.opt_D.step()
         if self.config.train.clip > 0:
             clip_weights_(self.D, self.config.train.clip)
+        return {
+            "d_loss": loss.detach(),
+            "penalty": term.detach(),
+            "wasserstein": (scores["real"].mean() - scores["fake"].mean()).detach(),
+        }
 
     def generator_step(self) -> Tensor:
         """One generator update against the current critic (frozen: it gets no gradient)."""
@@ -421,11 +383,11 @@ class Trainer:
         with frozen(self.D):
             if losses.needs_real_for_generator(kind):
                 real, y = self.data.batch(batch)
-                real_scores = score(self.D, real, y)
+                real_scores = critic_scores(self.D, real, y)
             else:
                 y = self.data.labels(batch)
             fake = generate(self.G, batch, y, self.device, forward=self.G_train)
-            loss = losses.g_loss(kind, score(self.D, fake, y), real_scores)
+            loss = losses.g_loss(kind, critic_scores(self.D, fake, y), real_scores)
             self._check_finite({"generator loss": loss})
             self.opt_G.zero_grad(set_to_none=True)
             loss.backward()
@@ -494,19 +456,8 @@ class Trainer:
             "real": real,
             "fake": fake,
         }
-        # Forwards in train mode move buffers (spectral-norm vectors, batch-norm statistics):
-        # restore them so that logging never changes training.
-        buffers = {name: b.detach().clone() for name, b in self.D.named_buffers()}
-        stats = {}
-        for name, x in points.items():
-            with torch.enable_grad():
-                norms = grad_norm(input_gradient(self.D, x, cond=y, allow_batchnorm=True)).detach()
-            stats[f"gnorm_{name}_mean"] = norms.mean().item()
-            stats[f"gnorm_{name}_std"] = norms.std().item() if norms.numel() > 1 else 0.0
-        with torch.no_grad():
-            for name, buffer in self.D.named_buffers():
-                buffer.copy_(buffers[name])
-        return stats
+        stats = gradient_norm_stats(self.D, points, cond=y)
+        return {f"gnorm_{name}_{k}": v[k] for name, v in stats.items() for k in ("mean", "std")}
 
     def _diagnostic_generator(self, like: Tensor) -> torch.Generator:
         if like.device.type == "cpu":
@@ -600,18 +551,35 @@ class Trainer:
         return summary if summary is not None else steps
 
     def _evaluate_and_plot(self) -> dict[str, Any]:
-        from gradpen.train.evaluate import evaluate, write_plots
-
-        summary = {"step": self.step, "critic_steps": self.d_step, **evaluate(self)}
+        summary = {"step": self.step, "critic_steps": self.d_step, **self.evaluate()}
         write_text_atomic(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-        summary["plots"] = [str(p) for p in write_plots(self)]
+        name = "surface.png" if self.is_toy else "samples.png"
+        plots = [plot_curves_of(self.run_dir), self.save_samples(self.run_dir / name)]
+        summary["plots"] = [str(p) for p in plots]
         return summary
+
+    def samples01(self, n: int) -> tuple[Tensor, Tensor | None]:
+        """``n`` samples of the sampler as the CLI exports them (see :func:`sample_images01`)."""
+        return sample_images01(
+            self.sampler, self.data, n, seed=self.config.seed, device=self.device
+        )
+
+    def evaluate(self) -> dict[str, Any]:
+        """The run's quality metrics (see :func:`gradpen.train.evaluate.evaluate`)."""
+        n = self.config.log.eval_samples
+        return evaluate(self.sampler, self.data, n=n, seed=self.config.seed, device=self.device)
 
     def save_samples(self, path: Path) -> Path:
         """A picture of the current samples: the critic surface (2-D) or an image grid."""
-        from gradpen.train.evaluate import save_sample_picture
-
-        return save_sample_picture(self, path)
+        return save_sample_picture(
+            self.sampler,
+            self.D,
+            self.data,
+            path,
+            seed=self.config.seed,
+            device=self.device,
+            title=f"step {self.step}",
+        )
 
 
 def _complete_record_step(line: str) -> int | None:

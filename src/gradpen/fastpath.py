@@ -1,0 +1,394 @@
+"""The fast path: exact autograd twins that make a gradient penalty's double backward cheaper.
+
+A gradient penalty differentiates the critic twice: ``autograd.grad(scores, x,
+create_graph=True)`` builds the input gradient as a graph, and the training backward then
+differentiates that graph with respect to the parameters. Plain autograd does more work there
+than the mathematics needs, and this module removes two such costs, without approximation:
+
+- ReLU / leaky ReLU (:class:`_PiecewiseLinear`). Their derivative is a 0/1 (or 0/slope) mask
+  whose own derivative is zero almost everywhere. PyTorch's backward still records how the mask
+  depends on the input, so the double backward pushes those exact zeros back through the whole
+  forward graph. The twin's backward treats the mask as a constant: the same values, the same
+  gradients, and the double backward stops at the backward graph.
+- Convolutions (:class:`_Convolution`). PyTorch's double backward of a convolution computes the
+  weight gradient of the input-gradient node as a forward convolution with batch and channels
+  swapped, which oneDNN and cuDNN run slowly. The twin's input gradient is a node whose backward
+  calls ``convolution_backward``'s weight gradient instead (the same quantity), and on CPU a
+  first layer with 1-3 input channels takes its input gradient as a matmul and ``fold``.
+
+Both are exact: their forward and first derivative are PyTorch's own kernels, and their second
+derivative is the true one (``tests/test_penalty_forward.py`` compares values, input gradients
+and parameter gradients with plain autograd in float64, with gradcheck and gradgradcheck).
+
+How it is switched: every penalty takes ``fast=True`` (PyTorch's ``foreach=`` convention);
+``fast=False`` runs plain autograd. Inside :func:`penalty_forward` a ``TorchFunctionMode`` routes
+out-of-place ReLU / leaky ReLU and ``conv1d/2d/3d`` with parameter weights to the twins; every
+other op runs unchanged, so an unknown op is never a problem. If a twin fails on a call it does
+not handle, the call runs as plain PyTorch instead, with a warning (never an error of its own).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.overrides import TorchFunctionMode
+
+__all__ = ["FEW_CHANNELS", "input_only_pass", "penalty_forward"]
+
+
+class _PiecewiseLinear(torch.autograd.Function):
+    """Leaky ReLU (ReLU for slope 0) whose backward uses the input only through its sign.
+
+    Forward and first derivative are bit-identical to PyTorch's; the backward detaches the
+    saved tensor, so a double backward does not propagate the (exactly zero) second derivative
+    back through the forward graph. For a slope >= 0 the output has the input's sign, so the
+    output is saved instead of the input (as PyTorch's ReLU and in-place leaky ReLU do): the next
+    layer keeps the output anyway, and the input can be freed. The price: an in-place change of
+    a leaky ReLU's output inside the context raises in the backward (never a wrong gradient).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, slope: float) -> Tensor:
+        out = F.relu(x) if slope == 0 else F.leaky_relu(x, slope)
+        ctx.from_output = slope >= 0
+        ctx.save_for_backward(out if ctx.from_output else x)
+        ctx.slope = slope
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        try:
+            (saved,) = ctx.saved_tensors
+        except RuntimeError as error:
+            if "inplace operation" not in str(error):
+                raise
+            raise RuntimeError(
+                "an activation's output was modified in place after gradpen's penalty_forward "
+                "saved it (its ReLU / leaky ReLU twin keeps the output, not the input); write "
+                "that change out of place, e.g. h = h * gain instead of h.mul_(gain)"
+            ) from error
+        backward = torch.ops.aten.leaky_relu_backward
+        return backward(grad, saved.detach(), ctx.slope, ctx.from_output), None
+
+
+_RELUS = (F.relu, torch.relu, Tensor.relu)
+_CONVOLUTIONS = {F.conv1d: 1, F.conv2d: 2, F.conv3d: 3}
+FEW_CHANNELS = 3
+_CONV_ARGUMENTS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+
+
+@dataclass(frozen=True)
+class _ConvGeometry:
+    """Stride, padding, dilation and groups of one N-d convolution call."""
+
+    dims: int
+    stride: tuple[int, ...]
+    padding: tuple[int, ...]
+    dilation: tuple[int, ...]
+    groups: int
+
+    def forward(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        conv = (F.conv1d, F.conv2d, F.conv3d)[self.dims - 1]
+        return conv(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+
+    def backward(
+        self, grad: Tensor, x: Tensor, weight: Tensor, mask: tuple[bool, bool, bool]
+    ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        """The input, weight and bias gradients selected by ``mask`` (differentiable)."""
+        grad_x = None
+        if mask[0] and self._folds_input_grad(weight):
+            grad_x, mask = self._input_grad_by_fold(grad, x, weight), (False, *mask[1:])
+        if not any(mask):
+            return grad_x, None, None
+        grads = torch.ops.aten.convolution_backward(
+            grad,
+            x,
+            weight,
+            [weight.shape[0]] if mask[2] else None,
+            self.stride,
+            self.padding,
+            self.dilation,
+            False,
+            [0] * self.dims,
+            self.groups,
+            list(mask),
+        )
+        return (grads[0] if grad_x is None else grad_x), grads[1], grads[2]
+
+    def _folds_input_grad(self, weight: Tensor) -> bool:
+        """Whether the input gradient is a matmul and ``fold`` (:meth:`_input_grad_by_fold`).
+
+        On CPU, for a 2-D convolution from 1-3 channels (an image critic's first layer), that
+        ran 1.4-2.7x faster than oneDNN's input gradient, and from 8 channels on slower
+        (``benchmarks/conv_kernels.py``, torch 2.13).
+        """
+        return (
+            weight.device.type == "cpu"
+            and self.dims == 2
+            and self.groups == 1
+            and weight.shape[1] <= FEW_CHANNELS
+        )
+
+    def _input_grad_by_fold(self, grad: Tensor, x: Tensor, weight: Tensor) -> Tensor:
+        """``conv^T(grad, weight)`` as ``fold(weight^T @ grad)``: unfold's adjoint.
+
+        A batched matmul against the broadcast weight: ``matmul`` would copy ``grad`` to a
+        transposed layout first.
+        """
+        batch = grad.shape[0]
+        columns = torch.bmm(weight.flatten(1).t().expand(batch, -1, -1), grad.flatten(2))
+        return F.fold(
+            columns,
+            x.shape[2:],
+            weight.shape[2:],
+            dilation=self.dilation,
+            padding=self.padding,
+            stride=self.stride,
+        )
+
+
+class _ConvolutionInputGrad(torch.autograd.Function):
+    """The input gradient of a convolution, ``conv^T(grad, weight)``, with a cheap backward.
+
+    PyTorch's own double backward of a convolution computes the weight gradient as a forward
+    convolution with batch and channels swapped; here it is ``convolution_backward``'s weight
+    gradient, which oneDNN / cuDNN run faster. ``shape_of`` only carries the input's shape.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, grad: Tensor, shape_of: Tensor, weight: Tensor, geometry: _ConvGeometry
+    ) -> Tensor:
+        ctx.save_for_backward(grad, weight)
+        ctx.geometry = geometry
+        return geometry.backward(grad, shape_of, weight, (True, False, False))[0]
+
+    @staticmethod
+    def backward(ctx: Any, upstream: Tensor) -> tuple[Tensor | None, None, Tensor | None, None]:
+        grad, weight = ctx.saved_tensors
+        geometry: _ConvGeometry = ctx.geometry
+        grad_of_grad = geometry.forward(upstream, weight, None) if ctx.needs_input_grad[0] else None
+        grad_of_weight = (
+            geometry.backward(grad, upstream, weight, (False, True, False))[1]
+            if ctx.needs_input_grad[2]
+            else None
+        )
+        return grad_of_grad, None, grad_of_weight, None
+
+
+# PyTorch's (private) query whether the running backward executes a node; None where absent.
+_WILL_ENGINE_EXECUTE = getattr(torch._C, "_will_engine_execute_node", None)
+
+
+def _engine_uses(node: Any) -> bool:
+    """Whether the running backward will use the gradient flowing into ``node``.
+
+    ``needs_input_grad`` is fixed at forward time; ``loss.backward(inputs=params)`` then prunes
+    the gradient into a batch that requires grad only because a penalty differentiated it
+    (forward reuse), and with this check the convolution skips computing it. Under
+    ``autograd.grad`` PyTorch cannot answer for a leaf, and a PyTorch without the (private)
+    query cannot answer at all: then the gradient is computed.
+    """
+    if _WILL_ENGINE_EXECUTE is None:
+        return True
+    try:
+        return _WILL_ENGINE_EXECUTE(node)
+    except RuntimeError:
+        return True
+
+
+class _Convolution(torch.autograd.Function):
+    """A convolution (parameters as leaves) whose backward knows the input-only pass.
+
+    While :func:`gradient_of_scores` takes the input gradient it sets ``input_only`` on these
+    nodes: the backward then returns just the input gradient, as a
+    :class:`_ConvolutionInputGrad` (the weights get no gradient in that pass, which asks for the
+    input's only). Any other backward gets PyTorch's own gradients.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, geometry: _ConvGeometry
+    ) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.geometry = geometry
+        ctx.has_bias = bias is not None
+        ctx.input_only = False
+        return geometry.forward(x, weight, bias)
+
+    @staticmethod
+    def backward(
+        ctx: Any, grad: Tensor
+    ) -> tuple[Tensor | None, Tensor | None, Tensor | None, None]:
+        x, weight = ctx.saved_tensors
+        geometry: _ConvGeometry = ctx.geometry
+        needs_x, needs_weight, needs_bias = ctx.needs_input_grad[:3]
+        if ctx.input_only:  # the pass asks for the input's gradient: every conv on the way needs it
+            if not needs_x:
+                return None, None, None, None
+            return _ConvolutionInputGrad.apply(grad, x.detach(), weight, geometry), None, None, None
+        needs_x = needs_x and _engine_uses(ctx.next_functions[0][0])
+        mask = (needs_x, needs_weight, needs_bias and ctx.has_bias)
+        grad_x, grad_weight, grad_bias = geometry.backward(grad, x, weight, mask)
+        return grad_x, grad_weight, grad_bias, None
+
+
+def _as_tuple(value: Any, dims: int) -> tuple[int, ...] | None:
+    if isinstance(value, int):
+        return (value,) * dims
+    if (
+        isinstance(value, (tuple, list))
+        and len(value) == dims
+        and all(isinstance(v, int) for v in value)
+    ):
+        return tuple(value)
+    return None
+
+
+def _autocast_operand(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    """``t`` as autocast casts a convolution operand: floating tensors but float64 to ``dtype``."""
+    if t is None or not t.is_floating_point() or t.dtype == torch.float64:
+        return t
+    return t.to(dtype)
+
+
+def _convolution(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Tensor | None:
+    """``func(*args, **kwargs)`` as a :class:`_Convolution`, or None where it does not apply.
+
+    It applies to batched inputs with leaf weights (module parameters: a weight computed from
+    the input, or by a parametrization, keeps PyTorch's convolution) and integer padding.
+    Under autocast the operands are cast as autocast would cast them.
+    """
+    dims = _CONVOLUTIONS[func]
+    # A malformed call never gets here: PyTorch parses the arguments before the mode sees them.
+    bound = dict(zip(_CONV_ARGUMENTS, args, strict=False)) | kwargs
+    x, weight, bias = bound.get("input"), bound.get("weight"), bound.get("bias")
+    geometry = [
+        _as_tuple(bound.get(name, default), dims)
+        for name, default in (("stride", 1), ("padding", 0), ("dilation", 1))
+    ]
+    groups = bound.get("groups", 1)
+    if not (
+        set(bound) <= set(_CONV_ARGUMENTS)
+        and isinstance(x, Tensor)
+        and isinstance(weight, Tensor)
+        and (bias is None or isinstance(bias, Tensor))
+        and x.dim() == dims + 2
+        and all(t is None or t.grad_fn is None for t in (weight, bias))
+        and all(g is not None for g in geometry)
+        and isinstance(groups, int)
+        and torch.is_grad_enabled()
+    ):
+        return None
+    device = x.device.type
+    autocast = torch.is_autocast_enabled(device)
+    if autocast:
+        dtype = torch.get_autocast_dtype(device)
+        x, weight, bias = (_autocast_operand(t, dtype) for t in (x, weight, bias))
+    if x.dtype != weight.dtype or (bias is not None and bias.dtype != x.dtype):
+        return None
+    stride, padding, dilation = geometry
+    with torch.autocast(device, enabled=False) if autocast else contextlib.nullcontext():
+        return _Convolution.apply(
+            x, weight, bias, _ConvGeometry(dims, stride, padding, dilation, groups)
+        )
+
+
+class _PenaltyForward(TorchFunctionMode):
+    """Routes a critic's ReLU / leaky ReLU and convolutions through gradpen's exact twins.
+
+    Out-of-place ReLU / leaky ReLU become :class:`_PiecewiseLinear`; ``conv1d/2d/3d`` with
+    parameter weights become :class:`_Convolution`. In-place calls and every other function run
+    unchanged (their result is still exact; they just do not get the shortcut).
+    """
+
+    def __torch_function__(
+        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
+    ) -> Any:
+        kwargs = kwargs or {}
+        twin = _twin(func, args, kwargs)
+        if twin is None:
+            return func(*args, **kwargs)
+        out = fast_or_plain(twin, lambda: func(*args, **kwargs), getattr(func, "__name__", func))
+        # a convolution the twin does not cover (a computed weight, string padding) is None
+        return func(*args, **kwargs) if out is None else out
+
+
+def _twin(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """A zero-argument call of the twin for ``func(*args, **kwargs)``, or None if it has none."""
+    if not kwargs.get("inplace", False) and len(args) <= 2:
+        if func in _RELUS and len(args) == 1:
+            return lambda: _PiecewiseLinear.apply(args[0], 0.0)
+        if func is F.leaky_relu:
+            slope = args[1] if len(args) == 2 else kwargs.get("negative_slope", 0.01)
+            return lambda: _PiecewiseLinear.apply(args[0], float(slope))
+    if func in _CONVOLUTIONS:
+        return lambda: _convolution(func, args, kwargs)
+    return None
+
+
+def fast_or_plain(fast: Any, plain: Any, what: Any) -> Any:
+    """``fast()``; if it raises, ``plain()`` instead (PyTorch's own computation of the same thing).
+
+    A call that is wrong in itself fails in ``plain()`` too, with PyTorch's own error; only a
+    call that the fast path alone cannot handle runs plain, with a warning naming it.
+    """
+    try:
+        return fast()
+    except Exception as error:
+        result = plain()
+        warnings.warn(
+            f"gradpen's fast path could not handle {what} ({type(error).__name__}: {error}); "
+            "it ran as plain autograd instead (exact, only slower). Pass fast=False to skip the "
+            "fast path.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return result
+
+
+def penalty_forward(enabled: bool = True) -> contextlib.AbstractContextManager[Any]:
+    """Context for a critic forward whose scores a penalty will differentiate.
+
+    Inside it, ReLU / leaky ReLU and convolutions run as exact twins with a cheaper double
+    backward (see the module docstring): scores, parameter gradients and the penalty's gradients
+    are the same, only faster. The penalties use it for their own forward; use it around the
+    loss's forward on ``real`` when its scores feed ``r1(..., scores=)``, and then
+    ``loss.backward(inputs=params)``: the twins skip the gradient into ``real`` that a plain
+    ``backward()`` would have to compute.
+
+    Args:
+        enabled: ``False`` gives a context that does nothing (plain autograd).
+
+    Returns:
+        A context manager.
+    """
+    return _PenaltyForward() if enabled else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def input_only_pass(nodes: Iterable[Any]) -> Iterator[None]:
+    """The backward inside the block asks only for the input gradient (of the given graph nodes).
+
+    The :class:`_Convolution` nodes among ``nodes`` then return their input gradient as a
+    :class:`_ConvolutionInputGrad` (cheap double backward); they are reset on the way out, so a
+    later backward through the same nodes (the training loss's) gets PyTorch's own gradients.
+
+    Args:
+        nodes: the autograd nodes of the scores' graph (any iterable; others are ignored).
+    """
+    convolutions = [node for node in nodes if isinstance(node, _Convolution._backward_cls)]
+    for node in convolutions:
+        node.input_only = True
+    try:
+        yield
+    finally:
+        for node in convolutions:
+            node.input_only = False

@@ -1,0 +1,185 @@
+"""The input gradient a penalty is taken of: ``d critic(x).sum() / dx``, kept differentiable.
+
+Because each score depends only on its own sample, row ``i`` of that gradient is the gradient
+of score ``i``, unless a layer mixes samples (batch norm with batch statistics), which
+:func:`check_no_batchnorm` refuses. The critic runs through :mod:`gradpen.fastpath` unless
+``fast=False``; a ``torch.compile``-d critic through its eager original (aot_autograd has no
+double backward).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from gradpen import fastpath, outputs
+from gradpen.fastpath import penalty_forward
+from gradpen.outputs import Critic
+
+__all__ = ["check_no_batchnorm", "gradient_of_scores", "input_gradient"]
+
+
+def check_batch(x: Tensor, what: str) -> None:
+    if x.dim() < 1 or x.shape[0] == 0:
+        raise ValueError(
+            f"{what} must have a non-empty batch dimension, got shape {tuple(x.shape)}"
+        )
+    if not x.is_floating_point():
+        raise ValueError(f"{what} must be a floating-point tensor, got dtype {x.dtype}")
+
+
+def _uses_batch_statistics(module: nn.Module) -> bool:
+    return isinstance(module, nn.modules.batchnorm._BatchNorm) and (
+        module.training or not module.track_running_stats
+    )
+
+
+def check_no_batchnorm(critic: Critic) -> None:
+    """Raise ValueError if ``critic`` has a batch norm layer that uses batch statistics."""
+    if not isinstance(critic, nn.Module):
+        return
+    for name, module in critic.named_modules():
+        if _uses_batch_statistics(module):
+            raise ValueError(
+                f"the critic's layer {name or type(critic).__name__!r} is {type(module).__name__} "
+                "using batch statistics: the critic then maps a batch to a batch, so the gradient "
+                "of one sample's score is not the per-sample gradient the penalty assumes. Use "
+                "layer norm (nn.LayerNorm / nn.GroupNorm(1, C)), instance norm or no "
+                "normalization in the critic, or pass allow_batchnorm=True to override."
+            )
+
+
+# --- the input gradient -------------------------------------------------------------------------
+
+
+def eager_original(critic: Critic) -> Critic:
+    """The eager module behind a ``torch.compile``-d one (same parameters).
+
+    aot_autograd cannot run the double backward a penalty needs, so the penalty's own forward
+    runs eagerly; the loss's forward may stay compiled.
+    """
+    original = getattr(critic, "_orig_mod", None)
+    return original if isinstance(original, nn.Module) else critic
+
+
+_COMPILED_NODE = "CompiledFunctionBackward"
+
+
+def _graph_nodes(scores: Tensor) -> Iterator[Any]:
+    """The autograd nodes of ``scores``' graph; refuses a graph that went through torch.compile."""
+    seen: set[Any] = set()
+    stack = [scores.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if type(node).__name__.startswith(_COMPILED_NODE):
+            raise ValueError(
+                "the scores come from a torch.compile-d forward: PyTorch's aot_autograd does "
+                "not support the double backward a gradient penalty needs. Compute the penalty "
+                "from an eager forward (pass the critic without real_scores/fake_scores; "
+                "gradpen runs a compiled module's eager original) or use "
+                "gradpen.compiled.CompiledCriticStep"
+            )
+        yield node
+        stack.extend(next_node for next_node, _ in node.next_functions)
+
+
+def _check_cond(cond: Any, batch: int) -> None:
+    if isinstance(cond, Tensor) and (cond.dim() == 0 or cond.shape[0] != batch):
+        raise ValueError(
+            f"cond must have the batch size {batch} as its first dim, got shape {tuple(cond.shape)}"
+        )
+
+
+def gradient_of_scores(
+    scores: Tensor, x: Tensor, *, scaler: Any = None, fast: bool = True
+) -> Tensor:
+    """Gradient of ``scores.sum()`` with respect to ``x``, keeping the graph for a backward.
+
+    The training loop uses this to reuse the loss's own forward pass for R1 on reals and R2 on
+    fakes. On a step where a float16 scaled gradient overflows the result is inf/nan; the
+    caller's scaled backward then yields non-finite gradients and ``scaler.step`` skips the step.
+
+    Args:
+        scores: ``(B,)`` scores computed from ``x``.
+        x: the input, shape ``(B, ...)``, that produced ``scores`` (it must require grad).
+        scaler: an enabled ``torch.amp.GradScaler``: the sum is multiplied by the scale before
+            ``autograd.grad`` and the gradient divided by it out of place, so float16 gradients
+            do not underflow.
+        fast: take the input gradient through :mod:`gradpen.fastpath` (exact, cheaper).
+
+    Returns:
+        The gradient, shape of ``x``, with ``create_graph=True``.
+    """
+    if not x.requires_grad:
+        raise ValueError("x must require grad and be the input that produced the scores")
+    if not scores.requires_grad:
+        raise ValueError(
+            "the critic's output does not depend on its input x (the output does not require "
+            "grad), so there is no input gradient to penalize"
+        )
+    nodes = list(_graph_nodes(scores))
+    total = scores.sum()
+    scaled = scaler is not None and scaler.is_enabled()
+    if scaled:
+        total = scaler.scale(total)
+
+    def plain() -> Tensor | None:
+        return torch.autograd.grad(total, x, create_graph=True, allow_unused=True)[0]
+
+    def input_only() -> Tensor | None:
+        with fastpath.input_only_pass(nodes):
+            return plain()
+
+    grad = fastpath.fast_or_plain(input_only, plain, "the input gradient") if fast else plain()
+    if grad is None:
+        raise ValueError(
+            "the critic's output does not depend on its input x, so there is no input gradient "
+            "to penalize; check that the critic uses x (and not only cond)"
+        )
+    return grad * (1.0 / scaler.get_scale()) if scaled else grad
+
+
+def input_gradient(
+    critic: Critic,
+    x: Tensor,
+    *,
+    cond: Any = None,
+    allow_batchnorm: bool = False,
+    scaler: Any = None,
+    fast: bool = True,
+) -> Tensor:
+    """``d critic(x[, cond]).sum() / dx`` with ``create_graph=True``.
+
+    Because each score depends only on its own sample, row ``i`` of the result is the gradient
+    of score ``i``. The caller's tensor is not modified: the gradient is taken with respect to
+    a detached copy, and ``cond`` is passed unchanged (the gradient is with respect to data only).
+    A ``torch.compile``-d module is run through its eager original (same parameters). With
+    ``fast=True`` a purely piecewise-linear critic's gradient has no graph back to ``x`` (its
+    derivative in ``x`` is zero anyway); values and parameter gradients are exact.
+
+    Args:
+        critic: a callable returning one score per sample, ``(B,)`` or ``(B, 1)``.
+        x: the points, shape ``(B, ...)``, floating point.
+        cond: the condition (e.g. labels, ``(B,)``), passed as ``critic(x, cond)`` if not None.
+        allow_batchnorm: allow batch norm layers that use batch statistics (they mix samples).
+        scaler: an enabled ``torch.amp.GradScaler`` for float16; see :func:`gradient_of_scores`.
+        fast: run the forward and input gradient through :mod:`gradpen.fastpath`.
+
+    Returns:
+        The input gradient, shape of ``x``.
+    """
+    check_batch(x, "x")
+    _check_cond(cond, x.shape[0])
+    critic = eager_original(critic)
+    if not allow_batchnorm:
+        check_no_batchnorm(critic)
+    x = x.detach().requires_grad_(True)
+    with penalty_forward(fast):
+        scores = outputs.critic_scores(critic, x, cond)
+    return gradient_of_scores(scores, x, scaler=scaler, fast=fast)

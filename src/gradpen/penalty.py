@@ -1,0 +1,166 @@
+"""A configured penalty term, as a training loop uses it, and lazy regularization.
+
+:class:`Penalty` reads everything about a penalty from its registry entry
+(:data:`gradpen.penalties.PENALTIES`): where each term is taken, its per-sample function, its
+weight factor, its options and how the batch is reduced.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from gradpen.outputs import Critic
+from gradpen.penalties import PENALTIES, POINTS, REDUCTIONS
+
+__all__ = ["Penalty", "lazy_adam_hyperparameters"]
+
+
+class Penalty:
+    """A configured penalty term, as a training loop uses it.
+
+    ``Penalty("wgan-gp", weight=10.0)`` returns ``10 * mean(per-sample)``; R1/R2 terms return
+    ``weight / 2 * mean(per-sample)`` so that ``weight`` is gamma. With ``every = k > 1`` the term
+    is lazy (Karras et al. 2020): ``k`` times the term on steps where ``step % k == 0`` and an
+    exact zero elsewhere, without calling the critic. For the cheapest step call the penalty
+    before the loss's forwards and backpropagate ``loss + term`` once.
+
+    Args:
+        name: a key of :data:`PENALTIES`.
+        weight: lambda (WGAN-GP family) or gamma (R1/R2 family), finite and >= 0.
+        every: apply the term every ``every`` steps (lazy regularization), an integer >= 1.
+        allow_batchnorm: allow batch norm layers that use batch statistics (they mix samples).
+        scaler: an enabled ``torch.amp.GradScaler`` for float16 training (PyTorch's
+            gradient-penalty recipe; see :func:`gradient_of_scores`); the term is float32.
+        fast: run through :mod:`gradpen.fastpath` (exact, cheaper); ``False``: plain autograd.
+        **options: the penalty's options (``PENALTIES[name].options``), e.g. ``target``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        weight: float = 10.0,
+        every: int = 1,
+        *,
+        allow_batchnorm: bool = False,
+        scaler: Any = None,
+        fast: bool = True,
+        **options: Any,
+    ) -> None:
+        if name not in PENALTIES:
+            raise ValueError(f"unknown penalty {name!r}; valid penalties: {', '.join(PENALTIES)}")
+        spec = PENALTIES[name]
+        unknown = set(options) - set(spec.options)
+        if unknown:
+            allowed = ", ".join(sorted(spec.options)) or "none"
+            raise ValueError(
+                f"penalty {name!r} got unknown option(s) {', '.join(sorted(unknown))}; "
+                f"its options are: {allowed}"
+            )
+        if isinstance(weight, bool) or not isinstance(weight, int | float):
+            raise ValueError(f"weight must be a number, got {weight!r}")
+        if not math.isfinite(weight) or weight < 0:
+            raise ValueError(f"weight must be a finite number >= 0, got {weight}")
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be an integer >= 1, got {every!r}")
+        self.name = name
+        self.spec = spec
+        self.weight = float(weight)
+        self.every = every
+        self.allow_batchnorm = allow_batchnorm
+        self.scaler = scaler
+        self.fast = fast
+        self.options = dict(options)
+
+    def __repr__(self) -> str:
+        extra = "".join(f", {k}={v!r}" for k, v in self.options.items())
+        return f"Penalty({self.name!r}, weight={self.weight}, every={self.every}{extra})"
+
+    @property
+    def needs(self) -> frozenset[str]:
+        """The inputs (``"real"``, ``"fake"``) the penalty reads."""
+        return self.spec.needs
+
+    @property
+    def gain(self) -> float:
+        """The factor on the reduced per-sample values: ``every * weight * weight_factor``."""
+        return self.every * self.weight * self.spec.weight_factor
+
+    def active(self, step: int) -> bool:
+        """Whether the term is computed at ``step`` (always, unless lazy)."""
+        return bool(self.spec.points) and self.weight > 0 and step % self.every == 0
+
+    def __call__(
+        self,
+        critic: Critic,
+        *,
+        real: Tensor | None = None,
+        fake: Tensor | None = None,
+        cond: Any = None,
+        step: int = 0,
+        real_scores: Tensor | None = None,
+        fake_scores: Tensor | None = None,
+    ) -> Tensor:
+        """The weighted scalar term at ``step``.
+
+        Args:
+            critic: the critic.
+            real, fake: the batches, shape ``(B, ...)``, as :attr:`needs` says.
+            cond: the condition passed to a conditional critic.
+            step: the critic step (lazy terms are computed when ``step % every == 0``).
+            real_scores, fake_scores: the critic's outputs on ``real`` / ``fake`` from the
+                loss's forward; terms taken at those batches (R1, R2) then reuse it (``real`` /
+                ``fake`` must require grad and be the tensors that produced them). Other
+                terms ignore them.
+
+        Returns:
+            A scalar tensor.
+        """
+        given = {"real": real, "fake": fake}
+        missing = [name for name in sorted(self.needs) if given[name] is None]
+        if missing:
+            raise ValueError(f"penalty {self.name!r} needs {' and '.join(missing)}")
+        reference = real if real is not None else fake
+        if not self.active(step):
+            if reference is None:
+                return torch.zeros(())
+            return torch.zeros((), dtype=reference.dtype, device=reference.device)
+        scores = {"real": real_scores, "fake": fake_scores}
+        options = dict(self.spec.fixed) | self.options
+        common = {"allow_batchnorm": self.allow_batchnorm, "scaler": self.scaler, "fast": self.fast}
+        reduce = REDUCTIONS[self.spec.reduction]
+        total = None
+        for function, at in zip(self.spec.per_sample, self.spec.points, strict=True):
+            reused = {"scores": scores[at]} if at in scores else {}
+            batches = [given[name] for name in POINTS[at]]
+            value = reduce(function(critic, *batches, cond=cond, **common, **options, **reused))
+            total = value if total is None else total + value
+        assert total is not None
+        return self.gain * total
+
+
+def lazy_adam_hyperparameters(
+    lr: float, betas: tuple[float, float], every: int
+) -> tuple[float, tuple[float, float]]:
+    """Adam's lr and betas corrected for a penalty applied every ``every`` steps (StyleGAN2).
+
+    With ``c = every / (every + 1)``: ``lr * c`` and ``betas ** c``, so that the lazily
+    regularized critic's optimizer keeps its effective step size and averaging horizon.
+
+    Args:
+        lr: the learning rate without lazy regularization.
+        betas: Adam's ``(beta1, beta2)``.
+        every: the penalty's interval, an integer >= 1.
+
+    Returns:
+        The corrected ``(lr, (beta1, beta2))``.
+    """
+    if every < 1:
+        raise ValueError(f"every must be an integer >= 1, got {every}")
+    if every == 1:
+        return lr, betas
+    c = every / (every + 1)
+    return lr * c, (betas[0] ** c, betas[1] ** c)
