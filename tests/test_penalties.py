@@ -305,10 +305,13 @@ def test_critic_that_ignores_x_is_reported():
 
 
 def test_critic_output_shape_is_checked():
-    with pytest.raises(ValueError, match=r"shape \(3,\) or \(3, 1\); got \(3, 2\)"):
-        gp.input_gradient(lambda x: x * 2, torch.randn(3, 2))
-    # (B, 1) is accepted
-    gp.input_gradient(lambda x: x.sum(1, keepdim=True), torch.randn(3, 2))
+    # an output whose first dim is not the batch is refused, naming the shape and the batch
+    with pytest.raises(ValueError, match=r"shape \(2, 3\).*batch size 3"):
+        gp.input_gradient(lambda x: (x * 2).t(), torch.randn(3, 2))
+    # (B, 1) is accepted, and (B, ...) is summed over its non-batch elements
+    x = torch.randn(3, 2)
+    torch.testing.assert_close(gp.input_gradient(lambda x: x.sum(1, keepdim=True), x), x * 0 + 1)
+    torch.testing.assert_close(gp.input_gradient(lambda x: x * 2, x), x * 0 + 2)
 
 
 def test_batchnorm_critic_is_refused_with_an_explanation_unless_allowed():

@@ -4,18 +4,18 @@ from gradpen.errors import UserError
 from gradpen.fastpath import penalty_forward
 from gradpen.gradients import gradient_of_scores, input_gradient
 from gradpen.penalties import (
-    PENALTIES,
-    PenaltySpec,
     dragan,
     grad_norm,
     interpolate,
     perturb,
     r1,
     r2,
+    wgan_div,
     wgan_gp,
     zero_centered,
 )
-from gradpen.penalty import Penalty, lazy_adam_hyperparameters
+from gradpen.penalty import Penalty, lazy_adam_hyperparameters, lazy_penalty_step
+from gradpen.registry import PENALTIES, PenaltySpec
 
 __version__ = "0.1.0"
 
@@ -31,10 +31,12 @@ __all__ = [
     "input_gradient",
     "interpolate",
     "lazy_adam_hyperparameters",
+    "lazy_penalty_step",
     "penalty_forward",
     "perturb",
     "r1",
     "r2",
+    "wgan_div",
     "wgan_gp",
     "zero_centered",
 ]

@@ -25,14 +25,14 @@ from gradpen import outputs
 from gradpen.errors import UserError
 from gradpen.gradients import check_no_batchnorm
 from gradpen.losses import d_loss
-from gradpen.penalties import PENALTIES, REDUCTIONS, sample_points
 from gradpen.penalty import Penalty
+from gradpen.registry import BATCH_REDUCTIONS, PENALTIES, sample_points
 
 __all__ = ["SUPPORTED", "CompiledCriticStep"]
 
-# Every registered penalty with a term: the step composes the registry entry's points and
+# Every registered exact penalty: the step composes the registry entry's points and
 # per-sample statistic with torch.func's gradient.
-SUPPORTED = tuple(name for name, spec in PENALTIES.items() if spec.points)
+SUPPORTED = tuple(name for name, spec in PENALTIES.items() if spec.points and not spec.approximate)
 
 
 class CompiledCriticStep:
@@ -70,7 +70,7 @@ class CompiledCriticStep:
         self.loss = loss
         # Resolved here, not in the compiled function: dynamo need not trace the registry.
         self._points = penalty.spec.points
-        self._reduce = REDUCTIONS[penalty.spec.reduction]
+        self._reduce = BATCH_REDUCTIONS[penalty.spec.batch_reduction]
         self._statistic = penalty.spec.bound_statistic(penalty.options)
         gradients = torch.func.grad(self._objective, has_aux=True)
         self._compiled = torch.compile(gradients, backend=backend, fullgraph=True)

@@ -153,6 +153,7 @@ def input_gradient(
     allow_batchnorm: bool = False,
     scaler: Any = None,
     fast: bool = True,
+    reduce: str = "sum",
 ) -> Tensor:
     """``d critic(x[, cond]).sum() / dx`` with ``create_graph=True``.
 
@@ -164,22 +165,26 @@ def input_gradient(
     derivative in ``x`` is zero anyway); values and parameter gradients are exact.
 
     Args:
-        critic: a callable returning one score per sample, ``(B,)`` or ``(B, 1)``.
+        critic: a callable returning ``(B,)``, ``(B, 1)``, ``(B, ...)`` (e.g. a patch map) or a
+            list, tuple or dict of such outputs (see :mod:`gradpen.outputs`).
         x: the points, shape ``(B, ...)``, floating point.
         cond: the condition (e.g. labels, ``(B,)``), passed as ``critic(x, cond)`` if not None.
         allow_batchnorm: allow batch norm layers that use batch statistics (they mix samples).
         scaler: an enabled ``torch.amp.GradScaler`` for float16; see :func:`gradient_of_scores`.
         fast: run the forward and input gradient through :mod:`gradpen.fastpath`.
+        reduce: ``"sum"`` (default) or ``"mean"`` over each output's non-batch elements: the
+            per-sample score whose gradient is taken (see :func:`gradpen.outputs.scores`).
 
     Returns:
         The input gradient, shape of ``x``.
     """
     check_batch(x, "x")
     _check_cond(cond, x.shape[0])
+    outputs.check_reduce(reduce)
     critic = eager_original(critic)
     if not allow_batchnorm:
         check_no_batchnorm(critic)
     x = x.detach().requires_grad_(True)
     with penalty_forward(fast):
-        scores = outputs.critic_scores(critic, x, cond)
+        scores = outputs.critic_scores(critic, x, cond, reduce)
     return gradient_of_scores(scores, x, scaler=scaler, fast=fast)

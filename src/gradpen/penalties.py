@@ -1,9 +1,8 @@
-"""The mathematics of the gradient penalties: points, norms, per-sample penalties, the registry.
+"""The mathematics of the gradient penalties: points, norms and the per-sample penalties.
 
 Read top to bottom: the points a penalty is taken at (:func:`interpolate`, :func:`perturb`),
 the norms of an input gradient (:func:`grad_norm`), the per-sample penalties (:func:`wgan_gp`,
-:func:`r1`, ...) and the registry (:data:`PENALTIES`, one :class:`PenaltySpec` per name), which
-:class:`gradpen.Penalty`, the compiled path and the training loop read. The input gradient
+:func:`r1`, ...). The registry that names them is :mod:`gradpen.registry`; the input gradient
 itself is :func:`gradpen.gradients.input_gradient`.
 
 Every per-sample function returns a ``(B,)`` tensor; weighting and reduction belong to the
@@ -21,12 +20,7 @@ Precision: norms are taken in float32 for 16-bit gradients; ``scaler=`` (a
 
 from __future__ import annotations
 
-import functools
-import inspect
 import math
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -43,18 +37,20 @@ from gradpen.gradients import (
 from gradpen.outputs import Critic
 
 __all__ = [
-    "PENALTIES",
-    "POINTS",
-    "PenaltySpec",
+    "check_pair",
     "distance_from_target",
     "dragan",
     "grad_norm",
+    "gradient_at",
+    "gradient_norm_power",
     "interpolate",
+    "norm_power",
     "perturb",
+    "perturbed_points",
     "r1",
     "r2",
-    "sample_points",
     "squared_norm",
+    "wgan_div",
     "wgan_gp",
     "zero_centered",
 ]
@@ -161,8 +157,10 @@ def distance_from_target(g: Tensor, target: float = 1.0, one_sided: bool = False
 
 
 # --- the per-sample penalties -------------------------------------------------------------------
-# Common keywords: ``cond``, ``allow_batchnorm``, ``scaler`` and ``fast`` as in
-# :func:`input_gradient`; ``generator`` seeds the points' random draws. Each returns ``(B,)``.
+# Each returns ``(B,)``. ``**how`` is how the input gradient is taken, passed to
+# :func:`gradpen.gradients.input_gradient`: ``cond``, ``allow_batchnorm``, ``scaler``, ``fast``
+# and ``reduce`` (how a critic's outputs become one score per sample). ``generator`` seeds the
+# random points.
 
 
 def wgan_gp(
@@ -172,11 +170,8 @@ def wgan_gp(
     *,
     target: float = 1.0,
     one_sided: bool = False,
-    cond: Any = None,
-    allow_batchnorm: bool = False,
     generator: torch.Generator | None = None,
-    scaler: Any = None,
-    fast: bool = True,
+    **how: Any,
 ) -> Tensor:
     """``(||grad D(x_hat)|| - target)^2`` at interpolates, per sample (Gulrajani et al. 2017).
 
@@ -185,27 +180,17 @@ def wgan_gp(
         real, fake: batches of the same shape ``(B, ...)``.
         target: the norm aimed at.
         one_sided: ``max(0, ||g|| - target)^2``: only norms above the target cost.
+        generator: seeds the interpolation coefficients.
+        **how: see the comment above (``cond``, ``fast``, ``reduce``, ...).
 
     Returns:
         Shape ``(B,)``.
     """
     x_hat = interpolate(real, fake, generator=generator)
-    g = input_gradient(
-        critic, x_hat, cond=cond, allow_batchnorm=allow_batchnorm, scaler=scaler, fast=fast
-    )
-    return distance_from_target(g, target, one_sided)
+    return distance_from_target(input_gradient(critic, x_hat, **how), target, one_sided)
 
 
-def r1(
-    critic: Critic,
-    real: Tensor,
-    *,
-    cond: Any = None,
-    allow_batchnorm: bool = False,
-    scores: Tensor | None = None,
-    scaler: Any = None,
-    fast: bool = True,
-) -> Tensor:
+def r1(critic: Critic, real: Tensor, *, scores: Any = None, **how: Any) -> Tensor:
     """``||grad D(real)||^2`` per sample (Mescheder et al. 2018); weight it by gamma / 2.
 
     Args:
@@ -213,43 +198,37 @@ def r1(
         real: the real batch, shape ``(B, ...)``.
         scores: the critic's outputs on ``real`` from the loss's forward (``real`` must require
             grad and be the tensor that produced them): the gradient then reuses that forward.
+        **how: see the comment above (``cond``, ``fast``, ``reduce``, ...).
 
     Returns:
         Shape ``(B,)``.
     """
-    return squared_norm(_gradient_at(critic, real, cond, allow_batchnorm, scores, scaler, fast))
+    return squared_norm(gradient_at(critic, real, scores, **how))
 
 
-def r2(
-    critic: Critic,
-    fake: Tensor,
-    *,
-    cond: Any = None,
-    allow_batchnorm: bool = False,
-    scores: Tensor | None = None,
-    scaler: Any = None,
-    fast: bool = True,
-) -> Tensor:
+def r2(critic: Critic, fake: Tensor, *, scores: Any = None, **how: Any) -> Tensor:
     """``||grad D(fake)||^2`` per sample: R1's twin on generated samples (see :func:`r1`)."""
-    return squared_norm(_gradient_at(critic, fake, cond, allow_batchnorm, scores, scaler, fast))
+    return squared_norm(gradient_at(critic, fake, scores, **how))
 
 
-def _gradient_at(
-    critic: Critic,
-    x: Tensor,
-    cond: Any,
-    allow_batchnorm: bool,
-    scores: Tensor | None,
-    scaler: Any,
-    fast: bool,
-) -> Tensor:
+def gradient_at(critic: Critic, x: Tensor, scores: Any = None, **how: Any) -> Tensor:
+    """The input gradient at ``x``, from the given ``scores`` (forward reuse) or a new forward.
+
+    Args:
+        critic: the critic.
+        x: the points, ``(B, ...)``; with ``scores``, the tensor (requiring grad) that made them.
+        scores: the critic's output on ``x``, any form :mod:`gradpen.outputs` reads, or None.
+        **how: as for :func:`gradpen.gradients.input_gradient`.
+
+    Returns:
+        The gradient, shape of ``x``.
+    """
     if scores is None:
-        return input_gradient(
-            critic, x, cond=cond, allow_batchnorm=allow_batchnorm, scaler=scaler, fast=fast
-        )
-    if not allow_batchnorm:
+        return input_gradient(critic, x, **how)
+    if not how.get("allow_batchnorm", False):
         check_no_batchnorm(eager_original(critic))
-    return gradient_of_scores(outputs.scores(scores, x.shape[0]), x, scaler=scaler, fast=fast)
+    per_sample = outputs.scores(scores, x.shape[0], how.get("reduce", "sum"))
+    return gradient_of_scores(per_sample, x, scaler=how.get("scaler"), fast=how.get("fast", True))
 
 
 def dragan(
@@ -259,11 +238,8 @@ def dragan(
     target: float = 1.0,
     scale: float = 0.5,
     noise: str = "uniform",
-    cond: Any = None,
-    allow_batchnorm: bool = False,
     generator: torch.Generator | None = None,
-    scaler: Any = None,
-    fast: bool = True,
+    **how: Any,
 ) -> Tensor:
     """``(||grad D(x)|| - target)^2`` around the reals (Kodali et al. 2017), per sample.
 
@@ -273,14 +249,11 @@ def dragan(
     Returns:
         Shape ``(B,)``.
     """
-    x = _perturbed_points(real, scale=scale, noise=noise, generator=generator)
-    g = input_gradient(
-        critic, x, cond=cond, allow_batchnorm=allow_batchnorm, scaler=scaler, fast=fast
-    )
-    return distance_from_target(g, target)
+    x = perturbed_points(real, scale=scale, noise=noise, generator=generator)
+    return distance_from_target(input_gradient(critic, x, **how), target)
 
 
-def _perturbed_points(
+def perturbed_points(
     real: Tensor, generator: torch.Generator | None = None, **options: Any
 ) -> Tensor:
     """DRAGAN's points: uniform on the segment from each real to its perturbation."""
@@ -292,11 +265,8 @@ def zero_centered(
     real: Tensor,
     fake: Tensor,
     *,
-    cond: Any = None,
-    allow_batchnorm: bool = False,
     generator: torch.Generator | None = None,
-    scaler: Any = None,
-    fast: bool = True,
+    **how: Any,
 ) -> Tensor:
     """``||grad D(x_hat)||^2`` at interpolates (Thanh-Tung et al. 2019's 0-GP), per sample.
 
@@ -304,121 +274,60 @@ def zero_centered(
         Shape ``(B,)``.
     """
     x_hat = interpolate(real, fake, generator=generator)
-    g = input_gradient(
-        critic, x_hat, cond=cond, allow_batchnorm=allow_batchnorm, scaler=scaler, fast=fast
+    return squared_norm(input_gradient(critic, x_hat, **how))
+
+
+def norm_power(g: Tensor, p: float = 2.0) -> Tensor:
+    """``||g_i||^p`` per sample, finite with a finite gradient at ``g = 0`` for any ``p > 0``.
+
+    Args:
+        g: gradients, shape ``(B, ...)``.
+        p: the power, > 0.
+
+    Returns:
+        Shape ``(B,)``.
+    """
+    squared = squared_norm(g)
+    positive = squared > 0
+    safe = torch.where(positive, squared, torch.ones_like(squared))
+    return torch.where(positive, safe.pow(p / 2), torch.zeros_like(squared))
+
+
+def wgan_div(
+    critic: Critic,
+    real: Tensor,
+    fake: Tensor,
+    *,
+    p: float = 6.0,
+    real_scores: Any = None,
+    fake_scores: Any = None,
+    **how: Any,
+) -> Tensor:
+    """``||grad D(real)||^p + ||grad D(fake)||^p`` per sample (WGAN-div, Wu et al. 2018).
+
+    The paper's term is ``k/2 * mean``: ``Penalty("wgan-div", weight=k, p=p)``; the official
+    code's k = 2, p = 6 is ``Penalty("wgan-div", weight=2.0, p=6)``.
+
+    Args:
+        critic: the critic.
+        real, fake: the batches, ``(B, ...)``.
+        p: the power, > 0.
+        real_scores, fake_scores: the loss's forward on ``real`` / ``fake`` to reuse (see
+            :func:`r1`).
+        **how: see the comment above (``cond``, ``fast``, ``reduce``, ...).
+
+    Returns:
+        Shape ``(B,)``.
+    """
+    return gradient_norm_power(critic, real, p=p, scores=real_scores, **how) + (
+        gradient_norm_power(critic, fake, p=p, scores=fake_scores, **how)
     )
-    return squared_norm(g)
 
 
-# --- the registry -------------------------------------------------------------------------------
-
-# Where a term's gradient is taken, and the batches it is made from.
-POINTS: Mapping[str, tuple[str, ...]] = MappingProxyType(
-    {
-        "interpolates": ("real", "fake"),
-        "perturbed": ("real",),
-        "real": ("real",),
-        "fake": ("fake",),
-    }
-)
-
-
-def sample_points(at: str, real: Tensor | None, fake: Tensor | None, **options: Any) -> Tensor:
-    """The points a term named by ``at`` (a key of :data:`POINTS`) is taken at.
-
-    ``options`` may hold any penalty options; those of :func:`perturb` are used for
-    ``"perturbed"``, the rest ignored.
-    """
-    if at == "interpolates":
-        assert real is not None and fake is not None
-        return interpolate(real, fake)
-    if at == "perturbed":
-        assert real is not None
-        return _perturbed_points(real, **_accepted(perturb, options))
-    point = real if at == "real" else fake
-    assert point is not None
-    return point
-
-
-def _accepted(function: Callable[..., Any], options: Mapping[str, Any]) -> dict[str, Any]:
-    """The entries of ``options`` that ``function`` takes as keywords."""
-    parameters = inspect.signature(function).parameters
-    return {k: v for k, v in options.items() if k in parameters}
-
-
-REDUCTIONS: Mapping[str, Callable[[Tensor], Tensor]] = MappingProxyType({"mean": torch.mean})
-
-
-@dataclass(frozen=True)
-class PenaltySpec:
-    """Everything gradpen knows about one registered penalty (the single source of truth).
-
-    Attributes:
-        per_sample: the per-sample function of each term, e.g. ``(r1, r2)`` for R1+R2.
-        points: where each term's gradient is taken, a key of :data:`POINTS` per term.
-        statistic: the per-sample value of an input gradient ``(B, ...) -> (B,)`` that every
-            term takes (:func:`squared_norm` or :func:`distance_from_target`); the compiled
-            path composes it with its own gradient.
-        weight_factor: the term is ``weight * weight_factor * reduction(per-sample)`` summed
-            over terms: 1 for the WGAN-GP family, 1/2 for R1/R2 (then ``weight`` is gamma).
-        options: the options a user may set, with their defaults.
-        fixed: options the name sets (``"one-sided"`` is WGAN-GP with ``one_sided=True``).
-        reduction: how the batch of per-sample values becomes one number (a key of
-            :data:`REDUCTIONS`).
-    """
-
-    per_sample: tuple[Callable[..., Tensor], ...]
-    points: tuple[str, ...]
-    statistic: Callable[..., Tensor]
-    weight_factor: float
-    options: Mapping[str, Any] = field(default_factory=dict)
-    fixed: Mapping[str, Any] = field(default_factory=dict)
-    reduction: str = "mean"
-
-    @property
-    def needs(self) -> frozenset[str]:
-        """The batches (``"real"``, ``"fake"``) the penalty reads."""
-        return frozenset(name for at in self.points for name in POINTS[at])
-
-    @property
-    def reuses_scores(self) -> bool:
-        """Whether every term is taken at the batches themselves, so the loss's forward serves."""
-        return bool(self.points) and all(at in ("real", "fake") for at in self.points)
-
-    def bound_statistic(self, options: Mapping[str, Any]) -> Callable[[Tensor], Tensor]:
-        """The per-sample statistic ``(B, ...) -> (B,)`` with the given options bound."""
-        return functools.partial(self.statistic, **_accepted(self.statistic, self.fixed | options))
-
-
-_TARGET = {"target": 1.0}
-PENALTIES: Mapping[str, PenaltySpec] = MappingProxyType(
-    {
-        "none": PenaltySpec((), (), squared_norm, 1.0),
-        "wgan-gp": PenaltySpec(
-            (wgan_gp,),
-            ("interpolates",),
-            distance_from_target,
-            1.0,
-            _TARGET | {"one_sided": False},
-        ),
-        "one-sided": PenaltySpec(
-            (wgan_gp,),
-            ("interpolates",),
-            distance_from_target,
-            1.0,
-            _TARGET,
-            {"one_sided": True},
-        ),
-        "r1": PenaltySpec((r1,), ("real",), squared_norm, 0.5),
-        "r2": PenaltySpec((r2,), ("fake",), squared_norm, 0.5),
-        "r1r2": PenaltySpec((r1, r2), ("real", "fake"), squared_norm, 0.5),
-        "dragan": PenaltySpec(
-            (dragan,),
-            ("perturbed",),
-            distance_from_target,
-            1.0,
-            _TARGET | {"scale": 0.5, "noise": "uniform"},
-        ),
-        "zero-centered": PenaltySpec((zero_centered,), ("interpolates",), squared_norm, 1.0),
-    }
-)
+def gradient_norm_power(
+    critic: Critic, x: Tensor, *, p: float = 2.0, scores: Any = None, **how: Any
+) -> Tensor:
+    """``||grad D(x)||^p`` per sample, one term of :func:`wgan_div` (see :func:`gradient_at`)."""
+    if not (math.isfinite(p) and p > 0):
+        raise ValueError(f"p must be a finite number > 0, got {p}")
+    return norm_power(gradient_at(critic, x, scores, **how), p)

@@ -16,7 +16,7 @@ from typing import Any, get_type_hints
 
 from gradpen.errors import UserError
 from gradpen.losses import LOSSES
-from gradpen.penalties import PENALTIES
+from gradpen.registry import PENALTIES
 
 
 @dataclass
