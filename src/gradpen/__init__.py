@@ -1,8 +1,7 @@
 """gradpen: gradient penalties for GAN critics and beyond: correct, fast, tested."""
 
 from gradpen.errors import UserError
-from gradpen.fastpath import penalty_forward
-from gradpen.gradients import gradient_of_scores, input_gradient
+from gradpen.gradients import gradient_of_scores, input_gradient, penalty_forward
 from gradpen.penalties import (
     dragan,
     grad_norm,

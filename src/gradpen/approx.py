@@ -61,7 +61,9 @@ def sub_batch(
 def _scored_pairs(
     critic: Critic, first: Tensor, second: Tensor, how: dict[str, Any]
 ) -> tuple[Tensor, Tensor]:
-    """The float32 scores of two batches of points, in one critic call of ``2B`` samples.
+    """The scores of two batches of points, in one critic call of ``2B`` samples.
+
+    16-bit scores are returned in float32 (a difference of nearby scores cancels digits).
 
     ``how``: ``cond`` (repeated for both halves), ``reduce`` and ``allow_batchnorm`` as for the
     exact penalties; ``scaler`` and ``fast`` do not apply (there is no double backward).
@@ -72,7 +74,9 @@ def _scored_pairs(
     both_cond = None if cond is None else torch.cat([cond, cond])
     points = torch.cat([first, second])
     scores = outputs.critic_scores(critic, points, both_cond, how.get("reduce", "sum"))
-    upper, lower = scores.float().chunk(2)
+    if scores.dtype in (torch.float16, torch.bfloat16):
+        scores = scores.float()
+    upper, lower = scores.chunk(2)
     return upper, lower
 
 

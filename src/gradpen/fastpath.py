@@ -21,7 +21,7 @@ derivative is the true one (``tests/test_penalty_forward.py`` compares values, i
 and parameter gradients with plain autograd in float64, with gradcheck and gradgradcheck).
 
 How it is switched: every penalty takes ``fast=True`` (PyTorch's ``foreach=`` convention);
-``fast=False`` runs plain autograd. Inside :func:`penalty_forward` a ``TorchFunctionMode`` routes
+``fast=False`` runs plain autograd. Inside :func:`twins` a ``TorchFunctionMode`` routes
 out-of-place ReLU / leaky ReLU and ``conv1d/2d/3d`` with parameter weights to the twins; every
 other op runs unchanged, so an unknown op is never a problem. If a twin fails on a call it does
 not handle, the call runs as plain PyTorch instead, with a warning (never an error of its own).
@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
-__all__ = ["FEW_CHANNELS", "input_only_pass", "penalty_forward"]
+__all__ = ["FEW_CHANNELS", "fast_or_plain", "input_only_pass", "twins"]
 
 
 class _PiecewiseLinear(torch.autograd.Function):
@@ -354,15 +354,11 @@ def fast_or_plain(fast: Any, plain: Any, what: Any) -> Any:
         return result
 
 
-def penalty_forward(enabled: bool = True) -> contextlib.AbstractContextManager[Any]:
-    """Context for a critic forward whose scores a penalty will differentiate.
+def twins(enabled: bool = True) -> contextlib.AbstractContextManager[Any]:
+    """Inside it, ReLU / leaky ReLU and convolutions run as the exact twins (if ``enabled``).
 
-    Inside it, ReLU / leaky ReLU and convolutions run as exact twins with a cheaper double
-    backward (see the module docstring): scores, parameter gradients and the penalty's gradients
-    are the same, only faster. The penalties use it for their own forward; use it around the
-    loss's forward on ``real`` when its scores feed ``r1(..., scores=)``, and then
-    ``loss.backward(inputs=params)``: the twins skip the gradient into ``real`` that a plain
-    ``backward()`` would have to compute.
+    Use it through :func:`gradpen.penalty_forward`, which also picks kernels that can be
+    differentiated twice.
 
     Args:
         enabled: ``False`` gives a context that does nothing (plain autograd).

@@ -9,17 +9,18 @@ double backward).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from gradpen import fastpath, outputs
-from gradpen.fastpath import penalty_forward
 from gradpen.outputs import Critic
 
-__all__ = ["check_no_batchnorm", "gradient_of_scores", "input_gradient"]
+__all__ = ["check_no_batchnorm", "gradient_of_scores", "input_gradient", "penalty_forward"]
 
 
 def check_batch(x: Tensor, what: str) -> None:
@@ -87,6 +88,44 @@ def _graph_nodes(scores: Tensor) -> Iterator[Any]:
             )
         yield node
         stack.extend(next_node for next_node, _ in node.next_functions)
+
+
+@contextlib.contextmanager
+def penalty_forward(fast: bool = True, *, critic: Critic | None = None) -> Iterator[None]:
+    """Context for a critic forward whose scores a penalty will differentiate.
+
+    Inside it:
+
+    - attention (``F.scaled_dot_product_attention``) runs on PyTorch's math kernel: the flash
+      and memory-efficient kernels, which PyTorch picks by default on CPU and GPU, have no
+      double backward, and the math kernel computes the same attention;
+    - on CUDA, a ``critic`` with recurrent layers (``nn.RNN``, ``nn.LSTM``, ``nn.GRU``) runs
+      them with cuDNN disabled (cuDNN's RNN has no double backward);
+    - with ``fast=True``, ReLU / leaky ReLU and convolutions run as the exact twins of
+      :mod:`gradpen.fastpath` (cheaper double backward, same values and gradients).
+
+    The penalties use it for their own forward. Use it around the loss's forward on ``real``
+    when its scores feed ``r1(..., scores=)``, and then ``loss.backward(inputs=params)``: the
+    twins skip the gradient into ``real`` that a plain ``backward()`` would compute. Only the
+    batch the penalty differentiates needs it.
+
+    Args:
+        fast: use the fast path's twins.
+        critic: the critic, to find recurrent layers (optional).
+
+    Yields:
+        Nothing; the forward runs inside the block.
+    """
+    recurrent = isinstance(critic, nn.Module) and any(
+        isinstance(m, nn.RNNBase) for m in critic.modules()
+    )
+    without_cudnn = torch.backends.cudnn.flags(enabled=False) if recurrent else None
+    with (
+        sdpa_kernel(SDPBackend.MATH),
+        without_cudnn or contextlib.nullcontext(),
+        fastpath.twins(fast),
+    ):
+        yield
 
 
 def _check_cond(cond: Any, batch: int) -> None:
@@ -185,6 +224,6 @@ def input_gradient(
     if not allow_batchnorm:
         check_no_batchnorm(critic)
     x = x.detach().requires_grad_(True)
-    with penalty_forward(fast):
+    with penalty_forward(fast, critic=critic):
         scores = outputs.critic_scores(critic, x, cond, reduce)
     return gradient_of_scores(scores, x, scaler=scaler, fast=fast)

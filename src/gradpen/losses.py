@@ -1,17 +1,23 @@
 """Adversarial losses: each maps critic scores to a scalar; none owns an optimizer step.
 
 ``d_loss(kind, real_scores, fake_scores)`` is what the critic minimizes and
-``g_loss(kind, fake_scores, real_scores)`` what the generator minimizes.
-Scores are raw critic outputs (logits for the probabilistic losses), shape ``(B,)``.
+``g_loss(kind, fake_scores, real_scores)`` what the generator minimizes. Scores are raw critic
+outputs (logits for the probabilistic losses): ``(B,)``, or anything a critic may return (see
+:mod:`gradpen.outputs`): a patch map ``(B, ...)`` is one score per patch, so the loss is the
+mean over batch and patches (pix2pix, VQGAN); a list, tuple or dict of outputs (multi-scale
+critics) gives the sum of each output's loss. Real and fake outputs must have the same form.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor
+
+from gradpen import outputs
 
 __all__ = ["LOSSES", "d_loss", "g_loss"]
 
@@ -60,29 +66,51 @@ def _get(kind: str) -> _Loss:
     return LOSSES[kind]
 
 
-def _check_scores(real_scores: Tensor, fake_scores: Tensor) -> None:
-    if real_scores.shape != fake_scores.shape or real_scores.dim() != 1:
+def _paired(real_scores: Any, fake_scores: Any) -> list[tuple[Tensor, Tensor]]:
+    """The output tensors of the real and the fake batch, paired (same paths and shapes)."""
+    real = outputs.leaves(real_scores, None)
+    fake = outputs.leaves(fake_scores, None)
+    if [(p, t.shape) for p, t in real] != [(p, t.shape) for p, t in fake]:
         raise ValueError(
-            "real and fake scores must both have shape (B,); got "
-            f"{tuple(real_scores.shape)} and {tuple(fake_scores.shape)}"
+            "real and fake scores must have the same form and shapes, e.g. shape (B,) each; got "
+            f"{[(p, tuple(t.shape)) for p, t in real]} and {[(p, tuple(t.shape)) for p, t in fake]}"
         )
+    return [(r, f) for (_, r), (_, f) in zip(real, fake, strict=True)]
 
 
-def d_loss(kind: str, real_scores: Tensor, fake_scores: Tensor) -> Tensor:
-    """The critic's (discriminator's) loss for ``kind``."""
+def d_loss(kind: str, real_scores: Any, fake_scores: Any) -> Tensor:
+    """The critic's (discriminator's) loss for ``kind``.
+
+    Args:
+        kind: a key of :data:`LOSSES`.
+        real_scores, fake_scores: the critic's outputs on the real and the fake batch.
+
+    Returns:
+        A scalar.
+    """
     loss = _get(kind)
-    _check_scores(real_scores, fake_scores)
-    return loss.critic(real_scores, fake_scores)
+    return sum(loss.critic(r, f) for r, f in _paired(real_scores, fake_scores))
 
 
-def g_loss(kind: str, fake_scores: Tensor, real_scores: Tensor | None = None) -> Tensor:
-    """The generator's loss for ``kind``; ``relativistic`` also needs ``real_scores``."""
+def g_loss(kind: str, fake_scores: Any, real_scores: Any = None) -> Tensor:
+    """The generator's loss for ``kind``; ``relativistic`` also needs ``real_scores``.
+
+    Args:
+        kind: a key of :data:`LOSSES`.
+        fake_scores: the critic's outputs on the fake batch.
+        real_scores: its outputs on a real batch (relativistic losses only).
+
+    Returns:
+        A scalar.
+    """
     loss = _get(kind)
     if loss.needs_real_for_generator:
         if real_scores is None:
             raise ValueError(f"the {kind!r} generator loss needs real_scores")
-        _check_scores(real_scores, fake_scores)
-    return loss.generator(fake_scores, real_scores)
+        pairs = _paired(real_scores, fake_scores)
+    else:
+        pairs = [(f, f) for _, f in outputs.leaves(fake_scores, None)]
+    return sum(loss.generator(f, r) for r, f in pairs)
 
 
 def needs_real_for_generator(kind: str) -> bool:

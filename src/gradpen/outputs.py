@@ -19,15 +19,16 @@ from torch import Tensor
 Critic = Callable[..., Any]
 REDUCTIONS = ("sum", "mean")
 
-__all__ = ["REDUCTIONS", "Critic", "critic_scores", "leaves", "scores"]
+__all__ = ["REDUCTIONS", "Critic", "critic_output", "critic_scores", "leaves", "scores"]
 
 
-def leaves(out: Any, batch: int, path: str = "output") -> list[tuple[str, Tensor]]:
+def leaves(out: Any, batch: int | None, path: str = "output") -> list[tuple[str, Tensor]]:
     """The tensors of a (nested) critic output, each with its path, in a fixed order.
 
     Args:
         out: a tensor ``(B, ...)``, or a list, tuple or dict of outputs (nested).
-        batch: ``B``, the number of samples the critic was given.
+        batch: ``B``, the number of samples the critic was given (None: any, but at least
+            one dim).
         path: the name of ``out`` in error messages.
 
     Returns:
@@ -38,10 +39,11 @@ def leaves(out: Any, batch: int, path: str = "output") -> list[tuple[str, Tensor
             or a container is empty.
     """
     if isinstance(out, Tensor):
-        if out.dim() == 0 or out.shape[0] != batch:
+        if out.dim() == 0 or (batch is not None and out.shape[0] != batch):
+            size = "the batch size" if batch is None else f"the batch size {batch}"
             raise ValueError(
-                f"the critic's {path} has shape {tuple(out.shape)}: every output must have the "
-                f"batch size {batch} as its first dim, (B,), (B, 1) or (B, ...) such as a patch map"
+                f"the critic's {path} has shape {tuple(out.shape)}: every output must have "
+                f"{size} as its first dim, (B,), (B, 1) or (B, ...) such as a patch map"
             )
         return [(path, out)]
     if isinstance(out, Mapping):
@@ -86,6 +88,11 @@ def scores(out: Any, batch: int, reduce: str = "sum") -> Tensor:
     return total
 
 
+def critic_output(critic: Critic, x: Tensor, cond: Any = None) -> Any:
+    """``critic(x)``, or ``critic(x, cond)`` when ``cond`` is not None (a conditional critic)."""
+    return critic(x) if cond is None else critic(x, cond)
+
+
 def critic_scores(critic: Critic, x: Tensor, cond: Any = None, reduce: str = "sum") -> Tensor:
     """The ``(B,)`` scores of ``critic(x)``, or of ``critic(x, cond)`` when ``cond`` is not None.
 
@@ -98,4 +105,4 @@ def critic_scores(critic: Critic, x: Tensor, cond: Any = None, reduce: str = "su
     Returns:
         Shape ``(B,)``.
     """
-    return scores(critic(x) if cond is None else critic(x, cond), x.shape[0], reduce)
+    return scores(critic_output(critic, x, cond), x.shape[0], reduce)

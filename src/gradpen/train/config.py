@@ -16,6 +16,7 @@ from typing import Any, get_type_hints
 
 from gradpen.errors import UserError
 from gradpen.losses import LOSSES
+from gradpen.outputs import REDUCTIONS
 from gradpen.registry import PENALTIES
 
 
@@ -67,6 +68,7 @@ class PenaltyConfig:
     every: int = 1
     reuse_forward: bool = True  # R1/R2 take their gradient from the loss's forward pass
     allow_batchnorm: bool = False
+    reduce: str = "sum"  # a patch / multi-output critic's per-sample score: "sum" or "mean"
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -101,6 +103,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.loss": tuple(LOSSES),
     "train.lr_decay": ("none", "linear"),
     "penalty.name": tuple(PENALTIES),
+    "penalty.reduce": REDUCTIONS,
 }
 SECTIONS = tuple(f.name for f in dataclasses.fields(Config) if f.name != "seed")
 

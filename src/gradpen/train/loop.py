@@ -16,7 +16,7 @@ import json
 import signal
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +27,11 @@ from tqdm import tqdm
 
 from gradpen import losses
 from gradpen.errors import UserError
-from gradpen.fastpath import penalty_forward
-from gradpen.gradients import check_no_batchnorm
+from gradpen.gradients import check_no_batchnorm, penalty_forward
 from gradpen.lipschitz import clip_weights_, spectral_norm
 from gradpen.metrics.gradnorm import gradient_norm_stats
 from gradpen.nets import build_critic, build_generator
-from gradpen.outputs import critic_scores
+from gradpen.outputs import critic_output, scores
 from gradpen.penalties import interpolate
 from gradpen.penalty import Penalty
 from gradpen.penalty import lazy_adam_hyperparameters as lazy_adam
@@ -104,7 +103,14 @@ def _build_penalty(config: Config, critic: nn.Module) -> Penalty:
     """The configured penalty, checked against the critic before any training (exit 2)."""
     p = config.penalty
     try:
-        penalty = Penalty(p.name, p.weight, p.every, allow_batchnorm=p.allow_batchnorm, **p.options)
+        penalty = Penalty(
+            p.name,
+            p.weight,
+            p.every,
+            allow_batchnorm=p.allow_batchnorm,
+            reduce=p.reduce,
+            **p.options,
+        )
         if penalty.active(0) and not p.allow_batchnorm:
             check_no_batchnorm(critic)
     except ValueError as error:
@@ -333,34 +339,36 @@ class Trainer:
         if reuse:  # fresh leaves: the penalty differentiates the loss's own forward (R1, R2)
             batches = {k: b.detach().requires_grad_(k in pen.needs) for k, b in batches.items()}
 
-        def penalty_term(scores: dict[str, Tensor | None]) -> Tensor:
+        def penalty_term(reused: dict[str, Any]) -> Tensor:
             return pen(
                 self.D_train,
                 real=batches["real"],
                 fake=batches["fake"],
                 cond=y,
                 step=self.d_step,
-                real_scores=scores.get("real"),
-                fake_scores=scores.get("fake"),
+                real_scores=reused.get("real"),
+                fake_scores=reused.get("fake"),
             )
 
         # Without reuse the penalty goes first: its double backward then needs less live memory.
         term = penalty_term({}) if with_penalty and not reuse else None
-        scores: dict[str, Tensor] = {}
+        outs: dict[str, Any] = {}
         for name, batch in batches.items():
-            # Only a batch the penalty differentiates gets the fast path's twins: they cost a few
-            # percent on a forward that nobody differentiates twice.
-            with penalty_forward(reuse and pen.fast and name in pen.needs):
-                scores[name] = critic_scores(self.D_train, batch, y)
+            # Only a batch the penalty differentiates runs under penalty_forward: its twins cost
+            # a few percent on a forward that nobody differentiates twice.
+            differentiated = reuse and name in pen.needs
+            with penalty_forward(pen.fast, critic=self.D) if differentiated else nullcontext():
+                outs[name] = critic_output(self.D_train, batch, y)
         if reuse:
-            term = penalty_term(scores)
+            term = penalty_term(outs)
         if term is None:
             term = torch.zeros((), device=self.device)
         if with_loss:
-            loss = losses.d_loss(self.config.train.loss, scores["real"], scores["fake"])
+            loss = losses.d_loss(self.config.train.loss, outs["real"], outs["fake"])
             self._check_finite({"critic loss": loss, "penalty": term})
         else:
-            loss = 0.0 * (scores["real"].sum() + scores["fake"].sum())
+            anchor = sum(scores(out, batches[k].shape[0]).sum() for k, out in outs.items())
+            loss = 0.0 * anchor
             self._check_finite({"penalty": term})
         self.opt_D.zero_grad(set_to_none=True)
         # Only the parameters: a batch that requires grad for forward reuse gets no gradient.
@@ -372,7 +380,8 @@ class Trainer:
         return {
             "d_loss": loss.detach(),
             "penalty": term.detach(),
-            "wasserstein": (scores["real"].mean() - scores["fake"].mean()).detach(),
+            # E[D(real)] - E[D(fake)], the negated WGAN loss (per patch for a patch critic)
+            "wasserstein": -losses.d_loss("wgan", outs["real"], outs["fake"]).detach(),
         }
 
     def generator_step(self) -> Tensor:
@@ -383,11 +392,11 @@ class Trainer:
         with frozen(self.D):
             if losses.needs_real_for_generator(kind):
                 real, y = self.data.batch(batch)
-                real_scores = critic_scores(self.D, real, y)
+                real_scores = critic_output(self.D, real, y)
             else:
                 y = self.data.labels(batch)
             fake = generate(self.G, batch, y, self.device, forward=self.G_train)
-            loss = losses.g_loss(kind, critic_scores(self.D, fake, y), real_scores)
+            loss = losses.g_loss(kind, critic_output(self.D, fake, y), real_scores)
             self._check_finite({"generator loss": loss})
             self.opt_G.zero_grad(set_to_none=True)
             loss.backward()
