@@ -184,8 +184,11 @@ def test_approx_r1_trains_a_critic_whose_op_has_no_double_backward():
     critic = CustomOpCritic().double()
     x = batch(n=64, seed=4)
     exact = gp.Penalty("r1", 10.0)
-    with pytest.raises(RuntimeError, match="once_differentiable"):
-        exact(critic, real=x).backward()
+    with pytest.raises(ValueError, match=r"once_differentiable.*approx-r1"):
+        exact(critic, real=x)  # refused at once, not left to a backward that may skip it
+    reused = x.clone().requires_grad_()
+    with pytest.raises(ValueError, match="once_differentiable"):
+        exact(critic, real=reused, real_scores=critic(reused))
 
     def gradient_norm() -> float:  # first-order autograd only: the exact R1 value
         point = x.clone().requires_grad_()

@@ -128,6 +128,37 @@ def penalty_forward(fast: bool = True, *, critic: Critic | None = None) -> Itera
         yield
 
 
+# Autograd's placeholders for a backward that cannot be differentiated: a custom Function marked
+# @once_differentiable ("Error") and an op without a double-backward formula ("NotImplemented").
+_UNDIFFERENTIABLE_NODES = ("Error", "NotImplemented")
+
+
+def _refuse_undifferentiable(grad: Tensor) -> None:
+    """Raise if the input gradient's graph holds a backward that cannot be differentiated.
+
+    Such a node raises only if the double backward reaches it, and a backward limited to the
+    parameters (``loss.backward(inputs=params)``) can skip it: the penalty's gradient through
+    that operation would then be silently dropped. Refusing here makes it an error always.
+    """
+    seen: set[Any] = set()
+    stack = [grad.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if type(node).__name__ in _UNDIFFERENTIABLE_NODES:
+            raise ValueError(
+                "the critic contains an operation whose backward cannot itself be "
+                "differentiated (a custom autograd.Function marked @once_differentiable, or an "
+                "op without a double-backward formula): the exact penalty cannot be computed "
+                "through it, and a backward limited to the parameters would silently drop its "
+                "part of the penalty's gradient. Use an approximate penalty ('approx-r1', "
+                "'approx-r2', 'approx-wgan-gp'), and gp.diagnose(critic, x) to find the module"
+            )
+        stack.extend(next_node for next_node, _ in node.next_functions)
+
+
 def _check_cond(cond: Any, batch: int) -> None:
     if isinstance(cond, Tensor) and (cond.dim() == 0 or cond.shape[0] != batch):
         raise ValueError(
@@ -181,6 +212,7 @@ def gradient_of_scores(
             "the critic's output does not depend on its input x, so there is no input gradient "
             "to penalize; check that the critic uses x (and not only cond)"
         )
+    _refuse_undifferentiable(grad)
     return grad * (1.0 / scaler.get_scale()) if scaled else grad
 
 
