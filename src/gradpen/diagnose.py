@@ -267,7 +267,7 @@ def _check_mixing(
     where = ", ".join(_name(p, modules) for p in new) if new else "somewhere in the critic"
     report.problems.append(
         f"samples mix: changing sample 0 of x changed the scores of the other samples; the "
-        f"mixing happens in {where} (e.g. a minibatch-stddev layer), so a sample's gradient is "
+        f"mixing happens in {where}, as in a minibatch-stddev layer, so a sample's gradient is "
         "not the per-sample gradient the penalty assumes"
     )
     return out
@@ -289,19 +289,18 @@ def _describe_outputs(out: Any, batch: int, reduce: str) -> str:
         return "(B,)" if t.dim() == 1 else "(B, " + ", ".join(str(s) for s in t.shape[1:]) + ")"
 
     per_sample = sum(t[0].numel() for _, t in found)
-    how = "sum" if reduce == "sum" else "mean"
     if isinstance(out, Tensor):
         if out[0].numel() == 1:
             return f"the critic returns one score per sample, shape {shape(out)}"
         return (
-            f"the critic returns a tensor {shape(out)}; the per-sample score is the {how} of its "
-            f"{per_sample} elements (reduce={reduce!r})"
+            f"the critic returns a tensor {shape(out)}; the per-sample score is the {reduce} of "
+            f"its {per_sample} elements (reduce={reduce!r})"
         )
     kind = "dict" if isinstance(out, Mapping) else type(out).__name__
     listed = ", ".join(f"{path} {shape(t)}" for path, t in found)
     return (
         f"the critic returns a {kind} of {len(found)} outputs: {listed}; the per-sample score is "
-        f"the sum over all {len(found)} of the {how} of their elements ({per_sample} elements "
+        f"the sum over all {len(found)} of the {reduce} of their elements ({per_sample} elements "
         f"per sample, reduce={reduce!r})"
     )
 
