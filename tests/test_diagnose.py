@@ -63,12 +63,27 @@ def dcgan() -> nn.Module:
     )
 
 
+class Projection(nn.Module):
+    """A conditional critic: an MLP plus a projection of the label embedding."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(4, 8), nn.ReLU())
+        self.out = nn.Linear(8, 1)
+        self.embed = nn.Embedding(3, 8)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        h = self.body(x)
+        return self.out(h).squeeze(1) + (self.embed(y) * h).sum(1)
+
+
 def test_plain_critics_pass() -> None:
     torch.manual_seed(0)
     for critic, x in ((mlp(), torch.randn(6, 4)), (dcgan(), torch.randn(3, 3, 8, 8))):
         report = gp.diagnose(critic, x)
         assert report.ok and report.problems == [] and report.mixing == []
         assert str(report).startswith("gradpen.diagnose: OK")
+    assert gp.diagnose(Projection(), torch.randn(4, 4), torch.tensor([0, 1, 2, 0])).ok
 
 
 def test_once_differentiable_op_named_by_module_path() -> None:
