@@ -1,5 +1,6 @@
 """gradpen: gradient penalties for GAN critics and beyond: correct, fast, tested."""
 
+from gradpen.diagnose import diagnose
 from gradpen.errors import UserError
 from gradpen.gradients import gradient_of_scores, input_gradient, penalty_forward
 from gradpen.penalties import (
@@ -24,6 +25,7 @@ __all__ = [
     "PenaltySpec",
     "UserError",
     "__version__",
+    "diagnose",
     "dragan",
     "grad_norm",
     "gradient_of_scores",
