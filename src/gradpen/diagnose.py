@@ -33,8 +33,13 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from gradpen import fastpath, outputs
-from gradpen.fastpath import penalty_forward
-from gradpen.gradients import _uses_batch_statistics, eager_original, input_gradient
+from gradpen.gradients import (
+    NoDoubleBackward,
+    eager_original,
+    input_gradient,
+    penalty_forward,
+    uses_batch_statistics,
+)
 from gradpen.outputs import Critic
 from gradpen.penalties import squared_norm
 
@@ -184,7 +189,7 @@ def _call(critic: Critic, x: Tensor, cond: Any) -> Any:
 
 def _check_batchnorm(modules: Mapping[str, nn.Module], report: Diagnosis) -> None:
     for path, module in modules.items():
-        if _uses_batch_statistics(module):
+        if uses_batch_statistics(module):
             why = "in training mode" if module.training else "without running stats"
             report.mixing.append(path)
             report.problems.append(
@@ -396,12 +401,11 @@ def _check_double_backward(
     ]
     innermost = [p for p in culprits if not any(_inside(q, p) for q in culprits)]
     report.no_double_backward += innermost
-    message = str(error).strip().splitlines()[0]
-    silently = (
-        "; a backward restricted to the parameters (backward(inputs=...)) drops the gradient "
-        "through it silently instead"
-        if "once_differentiable" in message
-        else ""
+    message = (
+        "its backward cannot be differentiated: a custom Function marked @once_differentiable "
+        "or an op without a double-backward formula"
+        if isinstance(error, NoDoubleBackward)
+        else str(error).strip().splitlines()[0]
     )
     if not innermost:
         report.problems.append(f"the penalty's double backward fails: {message}")
@@ -409,20 +413,20 @@ def _check_double_backward(
     for path in innermost:
         report.problems.append(
             f"{_name(path, modules)} has an operation without a double backward, so the "
-            f"penalty cannot be computed through it ({message}){silently}. Write its backward "
-            "with differentiable operations (no @once_differentiable) or use an operation that "
-            "has a double backward"
+            f"penalty cannot be computed through it ({message}). Write its backward "
+            "with differentiable operations (no @once_differentiable), use an operation that "
+            "has a double backward, or train with an approximate penalty ('approx-r1')"
         )
 
 
 def _penalty_error(
     critic: Critic, x: Tensor, cond: Any, reduce: str, fast: bool
-) -> RuntimeError | None:
+) -> Exception | None:
     """The error of one R1-style penalty's double backward, or None when it runs."""
     try:
         grad = input_gradient(critic, x, cond=cond, allow_batchnorm=True, fast=fast, reduce=reduce)
         _backward_to_leaves(squared_norm(grad).sum())
-    except RuntimeError as error:  # NotImplementedError included
+    except (RuntimeError, NoDoubleBackward) as error:  # NotImplementedError included
         return error
     return None
 
@@ -480,10 +484,9 @@ def _fast_path_note(owner: Mapping[Any, str], modules: Mapping[str, nn.Module], 
     plain: dict[str, set[str]] = {}
     for node, path in owner.items():
         kind = type(node).__name__
-        if isinstance(node, fastpath._Convolution._backward_cls):
-            twins.setdefault(path, set()).add("conv")
-        elif isinstance(node, fastpath._PiecewiseLinear._backward_cls):
-            twins.setdefault(path, set()).add("ReLU" if node.slope == 0 else "leaky ReLU")
+        twin = fastpath.twin_kind(node)
+        if twin is not None:
+            twins.setdefault(path, set()).add(twin)
         elif kind == _PLAIN_CONVOLUTION:
             plain.setdefault(path, set()).add("conv" + _why_plain(modules[path]))
         elif kind in _PLAIN_ACTIVATIONS:

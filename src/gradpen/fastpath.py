@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
-__all__ = ["FEW_CHANNELS", "fast_or_plain", "input_only_pass", "twins"]
+__all__ = ["FEW_CHANNELS", "fast_or_plain", "input_only_pass", "twin_kind", "twins"]
 
 
 class _PiecewiseLinear(torch.autograd.Function):
@@ -388,3 +388,12 @@ def input_only_pass(nodes: Iterable[Any]) -> Iterator[None]:
     finally:
         for node in convolutions:
             node.input_only = False
+
+
+def twin_kind(node: Any) -> str | None:
+    """``"conv"``, ``"ReLU"`` or ``"leaky ReLU"`` for an autograd node of a twin, else None."""
+    if isinstance(node, _Convolution._backward_cls):
+        return "conv"
+    if isinstance(node, _PiecewiseLinear._backward_cls):
+        return "ReLU" if node.slope == 0 else "leaky ReLU"
+    return None

@@ -20,7 +20,13 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from gradpen import fastpath, outputs
 from gradpen.outputs import Critic
 
-__all__ = ["check_no_batchnorm", "gradient_of_scores", "input_gradient", "penalty_forward"]
+__all__ = [
+    "NoDoubleBackward",
+    "check_no_batchnorm",
+    "gradient_of_scores",
+    "input_gradient",
+    "penalty_forward",
+]
 
 
 def check_batch(x: Tensor, what: str) -> None:
@@ -32,7 +38,7 @@ def check_batch(x: Tensor, what: str) -> None:
         raise ValueError(f"{what} must be a floating-point tensor, got dtype {x.dtype}")
 
 
-def _uses_batch_statistics(module: nn.Module) -> bool:
+def uses_batch_statistics(module: nn.Module) -> bool:
     return isinstance(module, nn.modules.batchnorm._BatchNorm) and (
         module.training or not module.track_running_stats
     )
@@ -43,7 +49,7 @@ def check_no_batchnorm(critic: Critic) -> None:
     if not isinstance(critic, nn.Module):
         return
     for name, module in critic.named_modules():
-        if _uses_batch_statistics(module):
+        if uses_batch_statistics(module):
             raise ValueError(
                 f"the critic's layer {name or type(critic).__name__!r} is {type(module).__name__} "
                 "using batch statistics: the critic then maps a batch to a batch, so the gradient "
@@ -133,6 +139,10 @@ def penalty_forward(fast: bool = True, *, critic: Critic | None = None) -> Itera
 _UNDIFFERENTIABLE_NODES = ("Error", "NotImplemented")
 
 
+class NoDoubleBackward(ValueError):
+    """The critic has an operation whose backward cannot be differentiated (no exact penalty)."""
+
+
 def _refuse_undifferentiable(grad: Tensor) -> None:
     """Raise if the input gradient's graph holds a backward that cannot be differentiated.
 
@@ -148,7 +158,7 @@ def _refuse_undifferentiable(grad: Tensor) -> None:
             continue
         seen.add(node)
         if type(node).__name__ in _UNDIFFERENTIABLE_NODES:
-            raise ValueError(
+            raise NoDoubleBackward(
                 "the critic contains an operation whose backward cannot itself be "
                 "differentiated (a custom autograd.Function marked @once_differentiable, or an "
                 "op without a double-backward formula): the exact penalty cannot be computed "
