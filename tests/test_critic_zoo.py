@@ -64,21 +64,6 @@ CASES: Mapping[str, Case] = {
 }
 MEAN_REDUCED = ("patchgan", "multiscale", "frozen-heads", "audio")
 CRITIC_CASES = [(name, "sum") for name in CASES] + [(name, "mean") for name in MEAN_REDUCED]
-SDPA_XFAIL = pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason="torch 2.13 CPU has no double backward for the fused SDPA kernel (derivative for "
-    "aten::_scaled_dot_product_flash_attention_for_cpu_backward is not implemented); the fix "
-    "(the penalty's forward on PyTorch's math kernel) is landing on main",
-)
-
-
-def case_params(cases: list[tuple[str, str]]) -> list[Any]:
-    """pytest params for (critic, reduce) pairs, the attention critic marked xfail."""
-    return [
-        pytest.param(name, reduce, marks=[SDPA_XFAIL] if name == "vit" else [])
-        for name, reduce in cases
-    ]
 
 
 def make_problem(name: str) -> tuple[nn.Module, Tensor, Tensor, Tensor | None]:
@@ -212,7 +197,7 @@ def assert_close_with_parameter_grads(
 
 @pytest.mark.parametrize("fast", [True, False], ids=["fast", "plain"])
 @pytest.mark.parametrize("name", EXACT)
-@pytest.mark.parametrize(("critic_name", "reduce"), case_params(CRITIC_CASES))
+@pytest.mark.parametrize(("critic_name", "reduce"), CRITIC_CASES)
 def test_penalty_matches_reference(critic_name: str, reduce: str, name: str, fast: bool) -> None:
     critic, real, fake, cond = make_problem(critic_name)
     ref = REFERENCES[name]
@@ -329,13 +314,6 @@ def test_approx_r1_r2_tend_to_r1_r2_as_sigma_vanishes(approx: str, exact: str, a
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="Penalty passes on only the options it is given, not the registry's defaults: "
-    "Penalty('wgan-div') runs gradient_norm_power's p=2, not the registered (and gp.wgan_div's) "
-    "p=6 (gradpen/penalty.py, Penalty.__call__)",
-)
 def test_wgan_div_penalty_defaults_to_the_registered_power() -> None:
     critic, real, fake, _ = make_problem("patchgan")
     assert gp.PENALTIES["wgan-div"].options["p"] == 6.0

@@ -146,7 +146,8 @@ class Penalty:
             "fast": self.fast,
             "reduce": self.reduce,
         }
-        options = dict(self.spec.fixed) | self.options
+        # the registry's defaults, then what the name fixes, then the user's options
+        options = dict(self.spec.options) | dict(self.spec.fixed) | self.options
         reduce_batch = BATCH_REDUCTIONS[self.spec.batch_reduction]
         total = None
         for function, at in zip(self.spec.per_sample, self.spec.points, strict=True):
