@@ -127,3 +127,20 @@ def test_quick_study_writes_its_report(tmp_path):
         if not run["diverged"]:
             assert run["fd"] >= 0 and 0 <= run["precision"] <= 1 and 0 <= run["recall"] <= 1
             assert 0 <= run["cond_accuracy"] <= 1
+
+
+@pytest.mark.parametrize(("loss", "penalty"), [("ns", "r1"), ("hinge", "wgan-gp")])
+def test_a_patchgan_critic_trains_end_to_end(tmp_path, loss, penalty):
+    """critic.kind = 'patch': (B, 1, H', W') scores, a loss per patch, a penalty of their mean."""
+    overrides = [
+        *TINY,
+        "critic.kind='patch'",
+        "critic.options={width=4, n_layers=2}",
+        f"train.loss='{loss}'",
+        f"penalty.name='{penalty}'",
+        "penalty.reduce='mean'",
+    ]
+    _, summary = train(str(CONFIGS / "wgangp.toml"), overrides, out=tmp_path / "run")
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    assert summary["step"] == 3
+    assert all(math.isfinite(r["d_loss"]) and r["penalty"] > 0 for r in records)

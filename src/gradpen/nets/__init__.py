@@ -15,9 +15,14 @@ from torch import nn
 from gradpen.errors import UserError
 from gradpen.nets.dcgan import DCGANCritic28, DCGANGenerator28
 from gradpen.nets.mlp import MLPCritic, MLPGenerator
+from gradpen.nets.zoo import PatchGANCritic
 
 GENERATORS: dict[str, type[nn.Module]] = {"mlp": MLPGenerator, "dcgan28": DCGANGenerator28}
-CRITICS: dict[str, type[nn.Module]] = {"mlp": MLPCritic, "dcgan28": DCGANCritic28}
+CRITICS: dict[str, type[nn.Module]] = {
+    "mlp": MLPCritic,
+    "dcgan28": DCGANCritic28,
+    "patch": PatchGANCritic,  # pix2pix's PatchGAN: one score per patch, (B, 1, H', W')
+}
 
 __all__ = [
     "CRITICS",
@@ -28,6 +33,7 @@ __all__ = [
     "MLPGenerator",
     "build_critic",
     "build_generator",
+    "critic_accepts",
 ]
 
 
@@ -60,6 +66,12 @@ def build_generator(kind: str, **kw: Any) -> nn.Module:
     return _build("generator", GENERATORS, kind, **kw)
 
 
+def critic_accepts(kind: str, option: str) -> bool:
+    """Whether the critic ``kind`` (a key of :data:`CRITICS`) takes the constructor ``option``."""
+    cls = CRITICS.get(kind)
+    return cls is not None and option in inspect.signature(cls.__init__).parameters
+
+
 def build_critic(kind: str, **kw: Any) -> nn.Module:
-    """A critic of ``kind`` (``mlp`` or ``dcgan28``) with the given constructor options."""
+    """A critic of ``kind`` (``mlp``, ``dcgan28`` or ``patch``) with the given options."""
     return _build("critic", CRITICS, kind, **kw)
