@@ -54,6 +54,8 @@ def _check_conditioning(n_classes: int, cond: str) -> str:
 class DCGANGenerator28(NoiseSampler):
     """Maps z (B, z_dim) [and labels y (B,)] to images (B, 1, 28, 28) in ``output_range``."""
 
+    image_size = IMAGE_SIZE  # the side of the images it makes (None: not an image network)
+
     def __init__(
         self,
         z_dim: int = 100,
@@ -104,6 +106,8 @@ class DCGANCritic28(nn.Module):
 
     The first conv has no norm (the DCGAN convention); ``norm`` applies after the second.
     """
+
+    image_size = IMAGE_SIZE
 
     def __init__(
         self, n_classes: int = 0, cond: str = "onehot", norm: str = "none", width: int = 64
