@@ -37,10 +37,10 @@ def test_cross_terms_vanish_for_per_sample_critics_only():
 def test_collapse_puts_every_fake_on_one_center(tmp_path):
     import torch
 
-    from gradpen.studies._toyrun import toy_trainer
+    from gradpen.studies._toyrun import toy_config, toy_trainer
     from gradpen.studies.placement import collapse
 
-    trainer = toy_trainer([], tmp_path)
+    trainer = toy_trainer(toy_config(), tmp_path)
     center = torch.tensor([0.5, -0.25])
     collapse(trainer, center)
     fakes = trainer.G(trainer.G.sample_noise(32))

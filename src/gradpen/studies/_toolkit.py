@@ -1,0 +1,144 @@
+"""What every study shares: typed overrides, per-arm settings, aggregation, the report.
+
+A study describes its arms as data: a mapping from the arm's name to its overrides, each a
+``{"dotted.key": value}`` dict of Python values (never TOML text), resolved and checked by the
+engine's own config loader. ``results.json`` then records, under ``"settings"``, each arm's
+fully resolved config (the nested tables of a run's ``config.toml``) or, for a study that does
+not train through the engine, the parameters its arm runs with; the tests read them back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import statistics
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from gradpen.report import write_report
+from gradpen.train.config import Config, from_dict, to_dict
+
+Overrides = Mapping[str, Any]  # {"penalty.weight": 2.0, "data.name": "8gaussians", ...}
+Settings = dict[str, dict[str, Any]]  # arm name -> its resolved config (nested tables)
+
+
+def merge(*layers: Overrides) -> dict[str, Any]:
+    """The layers' keys in order, later layers winning: one flat overrides dict."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged.update(layer)
+    return merged
+
+
+def nested(overrides: Overrides) -> dict[str, Any]:
+    """``{"a.b": 1, "c": 2}`` as ``{"a": {"b": 1}, "c": 2}`` (the shape of a TOML document).
+
+    Args:
+        overrides: dotted keys to values.
+
+    Returns:
+        The nested tables.
+    """
+    raw: dict[str, Any] = {}
+    for key, value in overrides.items():
+        *tables, leaf = key.split(".")
+        node = raw
+        for table in tables:
+            node = node.setdefault(table, {})
+        node[leaf] = value
+    return raw
+
+
+def engine_config(*layers: Overrides) -> Config:
+    """The engine's config with ``layers`` of typed overrides applied (later ones win).
+
+    Args:
+        layers: dotted-key overrides; unknown keys and wrong types raise ``UserError``.
+
+    Returns:
+        The validated, fully resolved config.
+    """
+    return from_dict(nested(merge(*layers)))
+
+
+def config_settings(configs: Mapping[str, Config]) -> Settings:
+    """Each arm's config as the nested tables of its ``config.toml``."""
+    return {arm: to_dict(config) for arm, config in configs.items()}
+
+
+def parameter_settings(arms: Mapping[str, Any]) -> Settings:
+    """Each arm's parameters (a dataclass or a mapping) as plain nested data."""
+    return {
+        arm: dataclasses.asdict(value) if dataclasses.is_dataclass(value) else dict(value)
+        for arm, value in arms.items()
+    }
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value; NaN for none)."""
+    if not values:
+        return float("nan"), float("nan")
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def mean_std_cell(values: Sequence[float], digits: int = 3) -> str:
+    """``"mean ± std"`` for a table cell (just the value for one; an em dash for none)."""
+    if not values:
+        return "—"
+    mean, std = mean_std(values)
+    return f"{mean:.{digits}g}" if len(values) == 1 else f"{mean:.{digits}g} ± {std:.2g}"
+
+
+def report(
+    out_dir: Path,
+    title: str,
+    sections: Sequence[str],
+    figures: Sequence[str],
+    results: dict[str, Any],
+    settings: Settings,
+) -> Path:
+    """Write the report directory with ``settings`` as the top-level key of ``results.json``.
+
+    Args:
+        out_dir: the report directory.
+        title: the report's heading.
+        sections: markdown paragraphs and tables, in order.
+        figures: PNG file names already written into ``out_dir``.
+        results: the study's numbers.
+        settings: each arm's resolved settings (see the module docstring).
+
+    Returns:
+        The path of ``report.md``.
+    """
+    return write_report(out_dir, title, sections, figures, {"settings": settings, **results})
+
+
+def publish(report_md: Path, docs_dir: Path, name: str) -> Path:
+    """Copy a full run's report into the docs: ``docs_dir/NAME.md`` and its figures beside it.
+
+    Figures go to ``docs_dir/NAME/`` and the page's links are rewritten to point there.
+
+    Args:
+        report_md: the ``report.md`` a study wrote.
+        docs_dir: the docs folder for study pages (``docs/studies``).
+        name: the study's CLI name.
+
+    Returns:
+        The path of the written page.
+    """
+    figures_dir = docs_dir / name
+    shutil.rmtree(figures_dir, ignore_errors=True)
+    figures = sorted(report_md.parent.glob("*.png"))
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    text = report_md.read_text()
+    for figure in figures:
+        shutil.copy2(figure, figures_dir / figure.name)
+        text = text.replace(f"]({figure.name})", f"]({name}/{figure.name})")
+    banner = (
+        f"<!-- generated by `gradpen study {name}`; do not edit by hand. Numbers: "
+        f"results.json of that run. -->\n"
+    )
+    page = docs_dir / f"{name}.md"
+    page.write_text(banner + text)
+    return page
