@@ -207,12 +207,13 @@ def test_training_loop_is_seeded_and_learns_a_separable_problem():
 
 
 def test_quick_study_writes_report_figure_and_sane_accuracies(tmp_path):
-    from gradpen.studies.robust import QUICK, run
+    from gradpen.studies.robust import QUICK, run, settings
 
     report = run(tmp_path, quick=True)
     assert "| lambda (per-sample) |" in report.read_text()
     assert (tmp_path / "robust.png").stat().st_size > 0
     results = json.loads((tmp_path / "results.json").read_text())
+    assert results["settings"] == settings(quick=True)
     per_seed = results["accuracy_per_seed"]
     assert sorted(per_seed) == sorted(f"{w:g}" for w in QUICK.weights)
     for metrics in per_seed.values():

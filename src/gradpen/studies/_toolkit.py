@@ -50,6 +50,27 @@ def nested(overrides: Overrides) -> dict[str, Any]:
     return raw
 
 
+def apply_typed(raw: Mapping[str, Any], overrides: Overrides) -> dict[str, Any]:
+    """A copy of the nested config ``raw`` with ``overrides`` set (tables merged, not replaced).
+
+    Args:
+        raw: nested tables, as read from a TOML recipe.
+        overrides: dotted keys to Python values.
+
+    Returns:
+        The merged nested tables.
+    """
+
+    def deep(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+        merged = dict(base)
+        for key, value in extra.items():
+            both = isinstance(value, Mapping) and isinstance(merged.get(key), Mapping)
+            merged[key] = deep(merged[key], value) if both else value
+        return merged
+
+    return deep(raw, nested(overrides))
+
+
 def engine_config(*layers: Overrides) -> Config:
     """The engine's config with ``layers`` of typed overrides applied (later ones win).
 
@@ -67,12 +88,27 @@ def config_settings(configs: Mapping[str, Config]) -> Settings:
     return {arm: to_dict(config) for arm, config in configs.items()}
 
 
-def parameter_settings(arms: Mapping[str, Any]) -> Settings:
-    """Each arm's parameters (a dataclass or a mapping) as plain nested data."""
-    return {
-        arm: dataclasses.asdict(value) if dataclasses.is_dataclass(value) else dict(value)
-        for arm, value in arms.items()
-    }
+def sweep_settings(params: Any, arms: Mapping[str, Mapping[str, Any]]) -> Settings:
+    """Each arm's settings for a study that does not train through the engine.
+
+    Args:
+        params: the study's shared parameters, a dataclass instance or a mapping.
+        arms: each arm's own values (what distinguishes it), laid over ``params``.
+
+    Returns:
+        ``{arm: params as plain data | the arm's values}``.
+    """
+    shared = dataclasses.asdict(params) if dataclasses.is_dataclass(params) else dict(params)
+    return {arm: _plain(shared | dict(own)) for arm, own in arms.items()}
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON reads it back: tuples become lists, mappings dicts (recursively)."""
+    if isinstance(value, Mapping):
+        return {key: _plain(v) for key, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:

@@ -23,6 +23,7 @@ networks, a few steps, one seed, in-process) takes seconds and is what the tests
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import shutil
 import statistics
@@ -35,9 +36,10 @@ import torch
 from tqdm import tqdm
 
 from gradpen.plots import plot_overlaid, save_image_grid
-from gradpen.report import markdown_table, write_report
+from gradpen.report import markdown_table
+from gradpen.studies._toolkit import Settings, apply_typed, config_settings, mean_std, report
 from gradpen.train.checkpoint import CHECKPOINT_NAME
-from gradpen.train.config import Config, apply_overrides, from_dict, to_toml
+from gradpen.train.config import Config, from_dict, to_toml
 from gradpen.train.evaluate import read_metrics, sample_images01
 from gradpen.train.loop import Trainer, TrainingDiverged
 from gradpen.train.run import open_run
@@ -102,21 +104,21 @@ def arm_config(
     device: str,
 ) -> Config:
     """The paper's config for one arm of the study, at the study's size."""
-    overrides = [
-        f"seed={seed}",
-        f"critic.norm='{critic_norm}'",
-        f"penalty.allow_batchnorm={str(critic_norm == 'batch').lower()}",
-        f"generator.width={width}",
-        f"critic.width={width}",
-        f"train.steps={steps}",
-        f"train.device='{device}'",
-        f"log.every={log_every}",
-        f"log.checkpoint_every={steps}",
-        f"log.eval_samples={eval_samples}",
-        f"data.holdout={holdout}",
-        "log.progress=false",
-    ]
-    return from_dict(apply_overrides(paper_config(weight), overrides))
+    overrides = {
+        "seed": seed,
+        "critic.norm": critic_norm,
+        "penalty.allow_batchnorm": critic_norm == "batch",
+        "generator.width": width,
+        "critic.width": width,
+        "train.steps": steps,
+        "train.device": device,
+        "log.every": log_every,
+        "log.checkpoint_every": steps,
+        "log.eval_samples": eval_samples,
+        "data.holdout": holdout,
+        "log.progress": False,
+    }
+    return from_dict(apply_typed(paper_config(weight), overrides))
 
 
 def late_d_loss(records: list[dict[str, Any]]) -> dict[str, float]:
@@ -127,13 +129,6 @@ def late_d_loss(records: list[dict[str, Any]]) -> dict[str, float]:
         return {"d_loss_late_mean": float("nan"), "d_loss_late_std": float("nan")}
     spread = statistics.stdev(values) if len(values) > 1 else 0.0
     return {"d_loss_late_mean": statistics.fmean(values), "d_loss_late_std": spread}
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value; NaN for none)."""
-    if not values:
-        return float("nan"), float("nan")
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def _cell(values: list[float], scale: float = 1.0) -> str:
@@ -239,6 +234,46 @@ def _table(results: dict[str, list[dict[str, Any]]]) -> tuple[str, dict[str, Any
     return markdown_table(header, rows), aggregate
 
 
+def _size(quick: bool, steps: int, width: int) -> dict[str, Any]:
+    """The study's size: ``QUICK``, or the full one at ``steps`` and ``width``."""
+    if quick:
+        return QUICK
+    return {
+        "steps": steps,
+        "width": width,
+        "eval_samples": EVAL_SAMPLES,
+        "log_every": 25,
+        "holdout": HOLDOUT,
+    }
+
+
+def arm_configs(
+    quick: bool = False, *, steps: int = STEPS, width: int = WIDTH, device: str = "cpu"
+) -> dict[str, Config]:
+    """Each arm's config (seed 0), named ``lambda{w}`` or ``lambda{w}-bn``.
+
+    Args:
+        quick: the seconds-long size the tests run.
+        steps: discriminator steps of a full run.
+        width: network width of a full run.
+        device: the torch device the runs train on.
+
+    Returns:
+        The resolved config per arm, in the order the report lists them.
+    """
+    size = _size(quick, steps, width)
+    return {
+        _arm_name(weight, norm): arm_config(weight, norm, 0, device=device, **size)
+        for norm in CRITIC_NORMS
+        for weight in LAMBDAS
+    }
+
+
+def settings(quick: bool = False) -> Settings:
+    """Each arm's fully resolved config at the default size, as run writes it."""
+    return config_settings(arm_configs(quick))
+
+
 def run(
     out_dir: Path,
     *,
@@ -251,20 +286,15 @@ def run(
 ) -> Path:
     """Train every (lambda, critic norm) arm for each seed (``workers`` runs at a time, each in
     its own single-threaded process; 1 = in this process); write the report directory."""
-    size = {
-        "steps": steps,
-        "width": width,
-        "eval_samples": EVAL_SAMPLES,
-        "log_every": 25,
-        "holdout": HOLDOUT,
-    }
+    size = _size(quick, steps, width)
     if quick:
-        size, seeds, workers = QUICK, seeds[:1], 1
+        seeds, workers = seeds[:1], 1
     out_dir = Path(out_dir)
     arms = [(weight, norm) for norm in CRITIC_NORMS for weight in LAMBDAS]
+    configs = arm_configs(quick, steps=steps, width=width, device=device)
     jobs = {
-        (_arm_name(weight, norm), seed): arm_config(weight, norm, seed, device=device, **size)
-        for weight, norm in arms
+        (arm, seed): dataclasses.replace(config, seed=seed)
+        for arm, config in configs.items()
         for seed in seeds
     }
     grids = [f"samples_{_arm_name(weight, norm)}.png" for weight, norm in arms]
@@ -320,10 +350,11 @@ def run(
     for runs in results.values():
         for result in runs:
             result.pop("records")
-    return write_report(
+    return report(
         out_dir,
         "Patel & Siddiki (2018): gradient penalty on a standard-loss DCGAN, MNIST 5k",
         [setting, table, notes],
         curve_figures + grids,
         {"setting": size | {"seeds": list(seeds)}, "aggregate": aggregate, "runs": results},
+        config_settings(configs),
     )
