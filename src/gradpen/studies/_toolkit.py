@@ -10,15 +10,21 @@ not train through the engine, the parameters its arm runs with; the tests read t
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
 import shutil
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+import torch
+from tqdm import tqdm
 
 from gradpen.report import write_report
 from gradpen.train.config import Config, from_dict, to_dict
 
+Job = TypeVar("Job", bound=Hashable)
 Overrides = Mapping[str, Any]  # {"penalty.weight": 2.0, "data.name": "8gaussians", ...}
 Settings = dict[str, dict[str, Any]]  # arm name -> its resolved config (nested tables)
 
@@ -124,6 +130,49 @@ def mean_std_cell(values: Sequence[float], digits: int = 3) -> str:
         return "—"
     mean, std = mean_std(values)
     return f"{mean:.{digits}g}" if len(values) == 1 else f"{mean:.{digits}g} ± {std:.2g}"
+
+
+def _single_threaded(function: Callable[..., Any], *args: Any) -> Any:
+    """``function(*args)`` with one torch thread, so that worker processes do not oversubscribe."""
+    torch.set_num_threads(1)
+    return function(*args)
+
+
+def run_jobs(
+    function: Callable[..., Any],
+    jobs: Mapping[Job, tuple[Any, ...]],
+    *,
+    workers: int,
+    desc: str,
+) -> dict[Job, Any]:
+    """``function(*args)`` for every job, ``workers`` at a time in spawned one-thread processes.
+
+    Args:
+        function: a module-level (picklable) function.
+        jobs: each job's key and its positional arguments.
+        workers: how many processes; 1 runs every job in this process, in order.
+        desc: the progress bar's label.
+
+    Returns:
+        Each job's key mapped to ``function``'s result.
+    """
+    done: dict[Job, Any] = {}
+    progress = tqdm(total=len(jobs), desc=desc)
+    if workers <= 1:
+        for key, args in jobs.items():
+            done[key] = function(*args)
+            progress.update(1)
+    else:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            futures = {
+                pool.submit(_single_threaded, function, *args): key for key, args in jobs.items()
+            }
+            for future in as_completed(futures):
+                done[futures[future]] = future.result()
+                progress.update(1)
+    progress.close()
+    return done
 
 
 def report(

@@ -24,20 +24,22 @@ networks, a few steps, one seed, in-process) takes seconds and is what the tests
 from __future__ import annotations
 
 import dataclasses
-import multiprocessing
 import shutil
 import statistics
 from collections import defaultdict
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-import torch
-from tqdm import tqdm
-
 from gradpen.plots import plot_overlaid, save_image_grid
 from gradpen.report import markdown_table
-from gradpen.studies._toolkit import Settings, apply_typed, config_settings, mean_std, report
+from gradpen.studies._toolkit import (
+    Settings,
+    apply_typed,
+    config_settings,
+    mean_std,
+    report,
+    run_jobs,
+)
 from gradpen.train.checkpoint import CHECKPOINT_NAME
 from gradpen.train.config import Config, from_dict, to_toml
 from gradpen.train.evaluate import read_metrics, sample_images01
@@ -181,14 +183,6 @@ def run_arm(config: Config, run_dir: Path, grid_path: Path | None) -> dict[str, 
     return summary | late_d_loss(records) | {"records": records}
 
 
-def _run_arm_single_threaded(
-    config: Config, run_dir: Path, grid_path: Path | None
-) -> dict[str, Any]:
-    """:func:`run_arm` in a worker process: one torch thread, so workers do not oversubscribe."""
-    torch.set_num_threads(1)
-    return run_arm(config, run_dir, grid_path)
-
-
 def _table(results: dict[str, list[dict[str, Any]]]) -> tuple[str, dict[str, Any]]:
     """Markdown table (mean ± std over seeds) and the aggregated numbers for results.json."""
     header = [
@@ -303,20 +297,9 @@ def run(
         grid = out_dir / f"samples_{arm}.png" if seed == seeds[0] else None
         return jobs[arm, seed], out_dir / "runs" / f"{arm}-seed{seed}", grid
 
-    finished: dict[tuple[str, int], dict[str, Any]] = {}
-    progress = tqdm(total=len(jobs), desc="patel2018 runs")
-    if workers <= 1:
-        for key in jobs:
-            finished[key] = run_arm(*arguments(*key))
-            progress.update(1)
-    else:
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=context) as pool:
-            futures = {pool.submit(_run_arm_single_threaded, *arguments(*k)): k for k in jobs}
-            for future in as_completed(futures):
-                finished[futures[future]] = future.result()
-                progress.update(1)
-    progress.close()
+    finished = run_jobs(
+        run_arm, {key: arguments(*key) for key in jobs}, workers=workers, desc="patel2018 runs"
+    )
     results: dict[str, list[dict[str, Any]]] = {}
     for arm, seed in jobs:
         results.setdefault(arm, []).append(finished[arm, seed] | {"seed": seed})
