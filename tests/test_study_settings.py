@@ -116,7 +116,7 @@ def test_one_vs_two_sided_pairs_the_variants_at_lambda_1():
     assert set(column(settings, "penalty", "weight").values()) == {1.0}
 
 
-def test_patel2018_is_the_papers_recipe_at_the_studys_size():
+def test_patel2018_is_the_papers_recipe_at_the_shipped_budget():
     settings = full("patel2018")
     assert list(settings) == [f"lambda{w}{bn}" for bn in ("", "-bn") for w in (0, 1, 10)]
     for arm, table in settings.items():
@@ -127,15 +127,15 @@ def test_patel2018_is_the_papers_recipe_at_the_studys_size():
         assert table["penalty"]["allow_batchnorm"] == arm.endswith("-bn")
         assert table["generator"]["norm"] == "none"
         assert table["data"] == {"name": "mnist5k", "root": "", "holdout": 0.2, "conditional": True}
-        assert table["generator"]["cond"] == table["critic"]["cond"] == "onehot"
+        assert table["generator"]["cond"] == table["critic"]["cond"] == "concat"
         train = table["train"]
         assert (train["loss"], train["n_critic"], train["n_generator"]) == ("ns", 1, 2)
         assert (train["batch_size"], train["g_lr"], train["d_lr"]) == (64, 2e-4, 2e-4)
         assert train["g_betas"] == train["d_betas"] == [0.5, 0.999]
         assert (train["steps"], table["critic"]["width"], table["generator"]["width"]) == (
-            1000,
-            32,
-            32,
+            3000,
+            64,
+            64,
         )
 
 
