@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from gradpen.studies.adamw import QUICK, history_experiment, run, zero_loss_experiment
+from gradpen.studies.adamw import QUICK, history_experiment, run, settings, zero_loss_experiment
 
 
 def test_zero_loss_adamw_shrinks_geometrically_and_adam_l2_moves_by_lr():
@@ -36,4 +36,5 @@ def test_quick_run_writes_the_report(tmp_path):
     assert "| w0 |" in report.read_text()
     assert (tmp_path / "adamw.png").stat().st_size > 0
     results = json.loads((tmp_path / "results.json").read_text())
-    assert results["config"]["steps"] == QUICK.steps
+    assert results["settings"] == settings(quick=True)
+    assert results["settings"]["AdamW"]["steps"] == QUICK.steps

@@ -148,3 +148,32 @@ def test_idx_errors(tmp_path: Path) -> None:
 def test_image_dataset_rejects_bad_shapes() -> None:
     with pytest.raises(ValueError, match=r"\(N, 1, H, W\)"):
         ImageDataset(torch.zeros(3, 28, 28), torch.zeros(3, dtype=torch.int64))
+
+
+@pytest.mark.parametrize(
+    ("data", "generator", "critic", "message"),
+    [
+        ("digits8x8", "mlp", "mlp", "generator kind 'mlp' works on 2-D points: no generator kind"),
+        ("digits8x8", "dcgan28", "dcgan28", "generator kind 'dcgan28' works on 28 x 28 images"),
+        ("mnist5k", "dcgan28", "mlp", "critic kind 'mlp' works on 2-D points: use critic.kind"),
+        ("8gaussians", "dcgan28", "mlp", "use generator.kind = 'mlp'"),
+    ],
+)
+def test_networks_that_do_not_fit_the_data_exit_2_naming_those_that_do(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    data: str,
+    generator: str,
+    critic: str,
+    message: str,
+) -> None:
+    from gradpen.cli import main
+
+    sets = [f"data.name='{data}'", f"generator.kind='{generator}'", f"critic.kind='{critic}'"]
+    args = [arg for s in [*sets, "train.steps=1"] for arg in ("--set", s)]
+    assert main(["train", *args, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    if data == "digits8x8":
+        assert "8 x 8 images" in err and "'mlp' (2-D points), 'dcgan28' (28 x 28 images)" in err
+    assert not (tmp_path / "run").exists()

@@ -102,6 +102,7 @@ def test_dirac_run_quick_writes_report(tmp_path: Path):
     assert report == tmp_path / "report.md" and "| GAN + R1 (gamma=1) |" in report.read_text()
     assert (tmp_path / "trajectories.png").stat().st_size > 0
     results = json.loads((tmp_path / "results.json").read_text())
+    assert results["settings"] == dirac.settings(quick=True)
     assert len(results["runs"]) == 12
     assert max(results["field_check_max_abs_gap"].values()) < 1e-12
     distance = {(r["method"], r["scheme"]): r["distance"] for r in results["runs"]}
@@ -113,6 +114,7 @@ def test_lr_vs_lambda_quick_measures_what_theory_predicts(tmp_path: Path):
     report = lr_vs_lambda.run(tmp_path, quick=True)
     assert report.is_file() and (tmp_path / "lr_vs_lambda.png").stat().st_size > 0
     results = json.loads((tmp_path / "results.json").read_text())
+    assert results["settings"] == lr_vs_lambda.settings(quick=True)
     rows = results["dirac"]["rows"]
     assert [(r["gamma"], r["scheme"]) for r in rows] == [
         (0.3, "simultaneous"),

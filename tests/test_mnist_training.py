@@ -11,6 +11,7 @@ import pytest
 
 from gradpen.cli import main
 from gradpen.studies import patel2018
+from gradpen.studies._toolkit import mean_std
 from gradpen.train.config import from_dict, load, to_dict
 from gradpen.train.run import train
 
@@ -100,8 +101,8 @@ def test_late_d_loss_uses_the_second_half():
 
 
 def test_mean_std_over_seeds():
-    assert patel2018.mean_std([1.0, 3.0]) == pytest.approx((2.0, math.sqrt(2.0)))
-    assert patel2018.mean_std([4.0]) == (4.0, 0.0)
+    assert mean_std([1.0, 3.0]) == pytest.approx((2.0, math.sqrt(2.0)))
+    assert mean_std([4.0]) == (4.0, 0.0)
 
 
 def test_quick_study_writes_its_report(tmp_path):
@@ -111,6 +112,7 @@ def test_quick_study_writes_its_report(tmp_path):
     for name in ["d_loss_no_batchnorm.png", "d_loss_batchnorm.png", "samples_lambda0.png"]:
         assert (tmp_path / name).is_file() and f"]({name})" in text
     results = json.loads((tmp_path / "results.json").read_text())
+    assert results["settings"] == patel2018.settings(quick=True)
     arms = results["aggregate"]
     assert set(arms) == {
         "lambda0",

@@ -99,7 +99,7 @@ def test_batch_norm_critic_mixes_the_batch() -> None:
 
 
 @pytest.mark.parametrize("n_classes", [0, 10])
-@pytest.mark.parametrize("cond", ["onehot", "embed"])
+@pytest.mark.parametrize("cond", ["onehot", "concat", "embed"])
 @pytest.mark.parametrize("norm", NORMS)
 def test_dcgan_shapes_and_norms(n_classes: int, cond: str, norm: str) -> None:
     generator = DCGANGenerator28(n_classes=n_classes, cond=cond, norm=norm, width=8)
@@ -116,7 +116,7 @@ def test_dcgan_shapes_and_norms(n_classes: int, cond: str, norm: str) -> None:
     assert grad.shape == x.shape and torch.isfinite(grad).all() and grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("cond", ["onehot", "embed"])
+@pytest.mark.parametrize("cond", ["onehot", "concat", "embed"])
 def test_dcgan_labels_change_the_output(cond: str) -> None:
     torch.manual_seed(0)
     generator = DCGANGenerator28(n_classes=10, cond=cond, width=4)
@@ -125,6 +125,38 @@ def test_dcgan_labels_change_the_output(cond: str) -> None:
     zeros, sevens = torch.zeros(2, dtype=torch.long), torch.full((2,), 7)
     assert not torch.allclose(generator(z, zeros), generator(z, sevens))
     assert not torch.allclose(critic(x, zeros), critic(x, sevens))
+
+
+def label_weights(net: torch.nn.Module, width: int) -> list[torch.Tensor]:
+    """The weight slices that read the one-hot label, layer by layer from the input."""
+    if isinstance(net, DCGANGenerator28):
+        z_dim, base = net.noise_dim, net.base_channels
+        deconvs = [m for m in net.upsample if isinstance(m, torch.nn.ConvTranspose2d)]
+        return [net.project.weight[:, z_dim:], deconvs[0].weight[base:], deconvs[1].weight[width:]]
+    convs = [m for m in net.features if isinstance(m, torch.nn.Conv2d)]
+    features = net.head.in_features - net.n_classes
+    return [convs[0].weight[:, 1:], convs[1].weight[:, width:], net.head.weight[:, features:]]
+
+
+@pytest.mark.parametrize("role", ["generator", "critic"])
+def test_concat_conditioning_feeds_the_label_to_every_layer(role: str) -> None:
+    # Keep one layer's label weights at a time: the output still depends on the label, so
+    # that layer reads it; with every label weight zeroed it does not.
+    width, zeros, sevens = 4, torch.zeros(2, dtype=torch.long), torch.full((2,), 7)
+    torch.manual_seed(0)
+    z, x = torch.rand(2, 100) * 2 - 1, torch.rand(2, 1, 28, 28)
+    for kept in [0, 1, 2, None]:
+        torch.manual_seed(1)
+        net = (DCGANGenerator28 if role == "generator" else DCGANCritic28)(
+            n_classes=10, cond="concat", width=width
+        )
+        with torch.no_grad():
+            for index, weight in enumerate(label_weights(net, width)):
+                if index != kept:
+                    weight.zero_()
+        inputs = z if role == "generator" else x
+        differs = not torch.allclose(net(inputs, zeros), net(inputs, sevens))
+        assert differs == (kept is not None), kept
 
 
 def test_dcgan_paper_defaults_noise_and_output_range() -> None:
@@ -173,7 +205,7 @@ def test_factory_errors_name_what_is_valid() -> None:
     [
         (lambda: MLPCritic(activation="gelu"), "activation 'gelu'; valid: relu, leaky_relu, tanh"),
         (lambda: MLPCritic(norm="instance"), "norm 'instance'; valid: none, layer, batch"),
-        (lambda: DCGANCritic28(cond="proj"), "conditioning 'proj'; valid: onehot, embed"),
+        (lambda: DCGANCritic28(cond="proj"), "conditioning 'proj'; valid: onehot, concat, embed"),
         (lambda: DCGANGenerator28(out="relu"), "output 'relu'; valid: sigmoid, tanh"),
         (lambda: DCGANGenerator28(noise="normal"), "noise 'normal'; valid: gaussian, uniform"),
         (lambda: MLPGenerator(depth=0), "depth must be >= 1"),

@@ -133,12 +133,13 @@ def test_gradient_descent_follows_the_modified_flow():
 
 
 def test_quick_gradnorm_study_writes_report_and_sane_numbers(tmp_path):
-    from gradpen.studies.gradnorm import run
+    from gradpen.studies.gradnorm import run, settings
 
     report = run(tmp_path, quick=True)
     assert "| variant |" in report.read_text()
     assert (tmp_path / "implicit.png").stat().st_size > 0
     results = json.loads((tmp_path / "results.json").read_text())
+    assert results["settings"] == settings(quick=True)
     assert results["step_cost_ratio"]["plain"] == 1.0
     assert results["step_cost_ratio"]["exact"] > 1.0
     for values in results["accuracy_per_seed"].values():

@@ -348,14 +348,30 @@ def test_cond_and_perturb_errors():
         gp.perturb(torch.randn(3, 2), noise="normal")
 
 
-def test_perturb_scales_noise_by_feature_std():
-    real = torch.tensor([[0.0, 0.0], [2.0, 20.0]])  # per-feature std 1 and 10
+def test_perturb_scales_noise_by_one_global_std_by_default():
+    # The official DRAGAN code: X + 0.5 * X.std() * U[0, 1), one std over every element, so a
+    # constant pixel (column 0 here) moves as much as a varying one.
+    real = torch.tensor([[0.0, 0.0], [0.0, 4.0]])  # elements 0, 0, 0, 4: population std sqrt(3)
     for noise in ("uniform", "gaussian"):
         torch.manual_seed(0)
         u = (torch.rand if noise == "uniform" else torch.randn)(2, 2)
         torch.manual_seed(0)
         out = gp.perturb(real, scale=0.5, noise=noise)
+        torch.testing.assert_close(out, real + 0.5 * math.sqrt(3.0) * u)
+
+
+def test_perturb_scales_noise_by_feature_std_as_an_option():
+    real = torch.tensor([[0.0, 0.0], [2.0, 20.0]])  # per-feature std 1 and 10
+    for noise in ("uniform", "gaussian"):
+        torch.manual_seed(0)
+        u = (torch.rand if noise == "uniform" else torch.randn)(2, 2)
+        torch.manual_seed(0)
+        out = gp.perturb(real, scale=0.5, noise=noise, spread="feature")
         torch.testing.assert_close(out, real + 0.5 * torch.tensor([[1.0, 10.0]]) * u)
+    constant = torch.tensor([[3.0, 0.0], [3.0, 2.0]])
+    assert torch.equal(gp.perturb(constant, spread="feature")[:, 0], constant[:, 0])
+    with pytest.raises(ValueError, match="spread must be 'global' or 'feature'"):
+        gp.perturb(real, spread="pixel")
 
 
 def test_lazy_adam_hyperparameters_follow_stylegan2():

@@ -27,11 +27,25 @@ def seeded() -> torch.Generator:
 REAL, FAKE = torch.randn(8, 3), torch.randn(8, 3) + 2
 
 
-def test_dragan_penalizes_between_reals_and_their_perturbation():
+def dragan_points(spread: str) -> torch.Tensor:
     rng = seeded()
-    x = gp.interpolate(REAL, gp.perturb(REAL, generator=rng), generator=rng)
-    expected = (x.norm(dim=1) - 1) ** 2
-    torch.testing.assert_close(gp.dragan(HalfSquare(), REAL, generator=seeded()), expected)
+    return gp.interpolate(REAL, gp.perturb(REAL, spread=spread, generator=rng), generator=rng)
+
+
+def test_dragan_penalizes_between_reals_and_their_perturbation():
+    expected = {s: (dragan_points(s).norm(dim=1) - 1) ** 2 for s in ("global", "feature")}
+    assert not torch.allclose(expected["global"], expected["feature"])
+    torch.testing.assert_close(
+        gp.dragan(HalfSquare(), REAL, generator=seeded()), expected["global"]
+    )
+    torch.testing.assert_close(
+        gp.dragan(HalfSquare(), REAL, spread="feature", generator=seeded()), expected["feature"]
+    )
+    # The configured term draws from the global RNG and uses the same default spread.
+    torch.manual_seed(4)
+    term = gp.Penalty("dragan", weight=1.0)(HalfSquare(), real=REAL)
+    torch.manual_seed(4)
+    torch.testing.assert_close(term, gp.dragan(HalfSquare(), REAL, spread="global").mean())
 
 
 def test_wgan_gp_and_zero_centered_penalize_at_interpolates():

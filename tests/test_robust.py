@@ -137,6 +137,27 @@ def test_pgd_stays_in_the_eps_ball_and_the_image_range():
         fgsm(model, images, labels, eps=-0.1)
 
 
+def test_attacks_run_in_eval_mode_and_restore_the_modes_they_found():
+    # Dropout(p=1) zeroes every input in train mode, so the gradient (and the FGSM step) is
+    # zero unless the attack switches to eval mode; the frozen batch norm must stay in eval.
+    model = nn.Sequential(nn.Dropout(p=1.0), nn.Flatten(), nn.Linear(3, 2), nn.BatchNorm1d(2))
+    model.train()
+    model[3].eval()
+    modes = [m.training for m in model.modules()]
+    images = torch.full((4, 1, 1, 3), 0.5)
+    labels = torch.tensor([0, 1, 0, 1])
+    attacks = {
+        "fgsm": lambda: fgsm(model, images, labels, eps=0.1),
+        "pgd": lambda: pgd(model, images, labels, eps=0.1, steps=2, random_start=False),
+        "robust_accuracy": lambda: robust_accuracy(model, images, labels),
+    }
+    for name, attack in attacks.items():
+        result = attack()
+        assert [m.training for m in model.modules()] == modes, name
+        if isinstance(result, torch.Tensor):
+            assert not torch.equal(result, images), f"{name} did not attack in eval mode"
+
+
 def test_robust_accuracy_white_box_and_transfer():
     # Model A: class 1 iff x > 0.5 (logits 0 and 10 (x - 0.5)); model B never changes its mind.
     class Threshold(nn.Module):
@@ -186,12 +207,13 @@ def test_training_loop_is_seeded_and_learns_a_separable_problem():
 
 
 def test_quick_study_writes_report_figure_and_sane_accuracies(tmp_path):
-    from gradpen.studies.robust import QUICK, run
+    from gradpen.studies.robust import QUICK, run, settings
 
     report = run(tmp_path, quick=True)
     assert "| lambda (per-sample) |" in report.read_text()
     assert (tmp_path / "robust.png").stat().st_size > 0
     results = json.loads((tmp_path / "results.json").read_text())
+    assert results["settings"] == settings(quick=True)
     per_seed = results["accuracy_per_seed"]
     assert sorted(per_seed) == sorted(f"{w:g}" for w in QUICK.weights)
     for metrics in per_seed.values():

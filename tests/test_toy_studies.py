@@ -13,10 +13,11 @@ from gradpen import studies
     "name", ["lambda", "one-vs-two-sided", "activations", "placement", "batchnorm", "clip-vs-gp"]
 )
 def test_quick_study_writes_report(tmp_path, name):
-    report = studies.load(name).run(tmp_path, quick=True)
+    study = studies.load(name)
+    report = study.run(tmp_path, quick=True)
     assert report == tmp_path / "report.md" and "|" in report.read_text()
     results = json.loads((tmp_path / "results.json").read_text())
-    assert results
+    assert results["settings"] == study.settings(quick=True)
     for figure in report.read_text().split("](")[1:]:
         assert (tmp_path / figure.split(")")[0]).stat().st_size > 0
 
@@ -37,10 +38,10 @@ def test_cross_terms_vanish_for_per_sample_critics_only():
 def test_collapse_puts_every_fake_on_one_center(tmp_path):
     import torch
 
-    from gradpen.studies._toyrun import toy_trainer
+    from gradpen.studies._toyrun import toy_config, toy_trainer
     from gradpen.studies.placement import collapse
 
-    trainer = toy_trainer([], tmp_path)
+    trainer = toy_trainer(toy_config(), tmp_path)
     center = torch.tensor([0.5, -0.25])
     collapse(trainer, center)
     fakes = trainer.G(trainer.G.sample_noise(32))

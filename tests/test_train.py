@@ -14,6 +14,7 @@ from gradpen.errors import UserError
 from gradpen.train import Trainer, TrainingDiverged, load, open_run, train
 from gradpen.train.checkpoint import load_checkpoint
 from gradpen.train.config import from_dict, to_toml
+from gradpen.train.run import schedule_change
 
 TINY = [
     "data.name='8gaussians'",
@@ -64,6 +65,28 @@ def test_resume_reaches_the_same_numbers_as_an_uninterrupted_run(tmp_path):
         assert torch.equal(tensor, b["critic"][name]), name
     steps = [json.loads(x)["step"] for x in (tmp_path / "b" / "metrics.jsonl").open()]
     assert steps == [10, 20, 30, 40]
+
+
+def test_a_resume_that_changes_the_length_says_how_the_schedule_continues(tmp_path, capsys):
+    short = ["train.steps=4", "train.lr_decay='linear'", "log.every=2", "log.checkpoint_every=2"]
+    train(None, tiny(*short), out=tmp_path / "run")
+    capsys.readouterr()
+    trainer, _ = train(resume=tmp_path / "run", overrides=["train.steps=8"])
+    err = capsys.readouterr().err
+    assert "train.steps changed from 4 to 8 on resume at step 4" in err
+    assert "go from 0 to 0.5 x their base values now and fall linearly to 0 at step 8" in err
+    # What the message says is what happens: the decay runs on the new length.
+    assert trainer.schedulers[1].lr_lambdas[0](6) == pytest.approx(1 - 6 / 8)
+    assert trainer.opt_D.param_groups[0]["lr"] == pytest.approx(0.0)
+
+
+def test_schedule_change_explains_each_case():
+    assert schedule_change(20, 20, 20, "linear") is None
+    assert "continues to step 40 at its constant learning rates" in schedule_change(
+        20, 40, 20, "none"
+    )
+    assert "already reached 10 steps and stops here" in schedule_change(40, 10, 20, "linear")
+    assert "go from 0.5 to 0.75 x" in schedule_change(40, 80, 20, "linear")
 
 
 def test_nan_guard_names_the_term_and_keeps_the_last_good_checkpoint(tmp_path):

@@ -73,10 +73,12 @@ def _study(args: argparse.Namespace) -> None:
     if args.name is None:
         print("available studies: " + ", ".join(sorted(studies.available())))
         return
-    module = studies.load(args.name)
     out = Path(args.out) if args.out else Path("reports") / args.name
-    report = module.run(out, quick=args.quick)
+    docs = None if args.no_docs else Path(args.docs)
+    report = studies.run(args.name, out, quick=args.quick, docs_dir=docs)
     print(f"report: {report}")
+    if docs is not None and not args.quick:
+        print(f"page: {docs / (args.name + '.md')}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,6 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("name", nargs="?", help="study name; omit to list them")
     study.add_argument("--out", help="report directory (default reports/NAME)")
     study.add_argument("--quick", action="store_true", help="a seconds-long smoke version")
+    study.add_argument(
+        "--docs",
+        default="docs/studies",
+        help="where a full run publishes its page NAME.md and figures (default docs/studies; "
+        "--quick never writes there)",
+    )
+    study.add_argument("--no-docs", action="store_true", help="do not publish the page")
     study.set_defaults(handler=_study)
     return parser
 

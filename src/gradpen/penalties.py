@@ -90,22 +90,37 @@ def perturb(
     *,
     scale: float = 0.5,
     noise: str = "uniform",
+    spread: str = "global",
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """DRAGAN's perturbed reals ``real + scale * std * u`` (detached).
 
-    ``std`` is the standard deviation of each feature over the batch. ``noise="uniform"`` draws
-    ``u ~ U[0, 1)`` per element, as in the official DRAGAN code; ``noise="gaussian"`` draws
-    ``u ~ N(0, 1)``, the paper's ``N(0, c * sigma)`` variant. A batch of one has no spread,
-    so its std is zero and the point is returned unchanged.
+    Args:
+        real: the real batch, shape (B, ...).
+        scale: the perturbation's size in units of ``std`` (the official code's 0.5).
+        noise: ``"uniform"`` draws ``u ~ U[0, 1)`` per element, as in the official DRAGAN code;
+            ``"gaussian"`` draws ``u ~ N(0, 1)``, the paper's ``N(0, c * sigma)`` variant.
+        spread: ``"global"`` (default, the official code's ``X.std()``): one std over all
+            elements of the batch, so every element (a constant background pixel too) moves
+            by the same scale; ``"feature"``: the std of each feature over the batch, shape
+            (1, ...), so a feature that is constant across the batch is never perturbed.
+        generator: the random stream for ``u``.
+
+    Returns:
+        The perturbed points, shape (B, ...). A single element has no spread, so its std is
+        zero and it is returned unchanged (as is every feature of a batch of one with
+        ``spread="feature"``).
     """
     check_batch(real, "real")
     if noise not in ("uniform", "gaussian"):
         raise ValueError(f"noise must be 'uniform' or 'gaussian', got {noise!r}")
+    if spread not in ("global", "feature"):
+        raise ValueError(f"spread must be 'global' or 'feature', got {spread!r}")
     if not math.isfinite(scale) or scale < 0:
         raise ValueError(f"scale must be a finite number >= 0, got {scale}")
     data = real.detach()
-    std = data.std(dim=0, keepdim=True, unbiased=False)
+    dims = {"global": None, "feature": 0}[spread]
+    std = data.std(dim=dims, keepdim=True, unbiased=False)
     draw = torch.rand if noise == "uniform" else torch.randn
     u = draw(data.shape, generator=generator, dtype=data.dtype, device=data.device)
     return data + scale * std * u
@@ -238,18 +253,21 @@ def dragan(
     target: float = 1.0,
     scale: float = 0.5,
     noise: str = "uniform",
+    spread: str = "global",
     generator: torch.Generator | None = None,
     **how: Any,
 ) -> Tensor:
     """``(||grad D(x)|| - target)^2`` around the reals (Kodali et al. 2017), per sample.
 
     As in the official DRAGAN code, ``x`` lies at a uniform random point (one per sample) on the
-    segment between each real and its perturbation ``perturb(real, scale=scale, noise=noise)``.
+    segment between each real and its perturbation
+    ``perturb(real, scale=scale, noise=noise, spread=spread)``; the default ``spread="global"``
+    is the official code's one std over the whole batch (see :func:`perturb`).
 
     Returns:
         Shape ``(B,)``.
     """
-    x = perturbed_points(real, scale=scale, noise=noise, generator=generator)
+    x = perturbed_points(real, scale=scale, noise=noise, spread=spread, generator=generator)
     return distance_from_target(input_gradient(critic, x, **how), target)
 
 

@@ -70,6 +70,7 @@ OPTION_BOUNDS: Mapping[str, tuple[Callable[[Any], bool], str]] = MappingProxyTyp
         "one_sided": (lambda v: isinstance(v, bool), "true or false"),
         "scale": (_finite_at_least(0, strict=False), "a finite number >= 0"),
         "noise": (lambda v: v in ("uniform", "gaussian"), "'uniform' or 'gaussian'"),
+        "spread": (lambda v: v in ("global", "feature"), "'global' or 'feature'"),
         "p": (_finite_at_least(0, strict=True), "a finite number > 0"),
         "sigma": (_finite_at_least(0, strict=True), "a finite number > 0"),
         "h": (_finite_at_least(0, strict=True), "a finite number > 0"),
@@ -195,7 +196,7 @@ PENALTIES: Mapping[str, PenaltySpec] = MappingProxyType(
             points=("perturbed",),
             statistic=distance_from_target,
             weight_factor=1.0,
-            options=_TARGET | {"scale": 0.5, "noise": "uniform"},
+            options=_TARGET | {"scale": 0.5, "noise": "uniform", "spread": "global"},
         ),
         "zero-centered": PenaltySpec((zero_centered,), ("interpolates",), squared_norm, 1.0),
         # Wu et al. 2018: k/2 * mean(||grad D(real)||^p + ||grad D(fake)||^p); weight is k.

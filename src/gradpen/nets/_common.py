@@ -15,7 +15,7 @@ from gradpen.errors import UserError
 ACTIVATIONS = ("relu", "leaky_relu", "tanh")
 NORMS = ("none", "layer", "batch")
 NOISES = ("gaussian", "uniform")
-CONDITIONINGS = ("onehot", "embed")
+CONDITIONINGS = ("onehot", "concat", "embed")
 LEAKY_SLOPE = 0.2
 
 

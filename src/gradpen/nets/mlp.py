@@ -49,6 +49,7 @@ class MLPGenerator(NoiseSampler):
     """Maps Gaussian noise (B, noise_dim) to points (B, out_dim) through a ReLU MLP."""
 
     n_classes = 0
+    image_size = None  # makes and reads flat points, not images
 
     def __init__(
         self,
@@ -75,6 +76,7 @@ class MLPCritic(nn.Module):
     """
 
     n_classes = 0
+    image_size = None  # makes and reads flat points, not images
 
     def __init__(
         self,

@@ -5,13 +5,15 @@ without torchvision, but its package metadata requires torchvision, so ``pip ins
 torchattacks`` pulls a torchvision build pinned to some torch release; the Adversarial
 Robustness Toolbox (1.20) imports too but is a large framework for two short functions.
 Images are assumed to live in ``[0, 1]``. Both attacks run the model in eval mode and
-return detached adversarial images.
+return detached adversarial images; they leave every module in the mode they found it in, so
+an adversarial training loop that crafts its examples mid-epoch keeps training in train mode.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
@@ -23,6 +25,22 @@ Attack = Callable[[nn.Module, Tensor, Tensor], Tensor]
 def _check_eps(eps: float) -> None:
     if not math.isfinite(eps) or eps < 0:
         raise ValueError(f"eps must be a finite number >= 0, got {eps}")
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Run the block with ``model`` in eval mode, then restore each submodule's own mode.
+
+    Args:
+        model: the network; its modules may be in mixed modes (e.g. a frozen batch norm).
+    """
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
 
 
 def _loss_gradient(model: nn.Module, images: Tensor, labels: Tensor) -> Tensor:
@@ -38,8 +56,8 @@ def fgsm(
 ) -> Tensor:
     """Fast gradient sign method: ``clip(x + eps * sign(grad_x CE), 0, 1)`` (Goodfellow 2015)."""
     _check_eps(eps)
-    model.eval()
-    adversarial = images.detach() + eps * _loss_gradient(model, images, labels).sign()
+    with eval_mode(model):
+        adversarial = images.detach() + eps * _loss_gradient(model, images, labels).sign()
     return adversarial.clamp(0.0, 1.0) if clamp else adversarial
 
 
@@ -65,7 +83,6 @@ def pgd(
         raise ValueError(f"steps must be >= 1, got {steps}")
     step_size = eps / 10 if step_size is None else step_size
     _check_eps(step_size)
-    model.eval()
     original = images.detach()
     adversarial = original.clone()
     if random_start:
@@ -73,10 +90,11 @@ def pgd(
             original.shape, generator=generator, dtype=original.dtype, device=original.device
         )
         adversarial = (adversarial + eps * (2 * noise - 1)).clamp(0.0, 1.0)
-    for _ in range(steps):
-        adversarial = adversarial + step_size * _loss_gradient(model, adversarial, labels).sign()
-        adversarial = torch.min(torch.max(adversarial, original - eps), original + eps)
-        adversarial = adversarial.clamp(0.0, 1.0)
+    with eval_mode(model):
+        for _ in range(steps):
+            step = step_size * _loss_gradient(model, adversarial, labels).sign()
+            adversarial = torch.min(torch.max(adversarial + step, original - eps), original + eps)
+            adversarial = adversarial.clamp(0.0, 1.0)
     return adversarial
 
 
@@ -97,12 +115,13 @@ def robust_accuracy(
     """Accuracy of ``model`` on ``attack(source, x, y)``, batched; clean accuracy without attack.
 
     ``source`` is the model the adversarial examples are crafted on (default ``model``: a
-    white-box attack); another model gives a transfer (black-box) attack.
+    white-box attack); another model gives a transfer (black-box) attack. ``model`` is scored
+    in eval mode and left in the modes it had.
     """
-    model.eval()
     source = model if source is None else source
     correct = 0
-    for x, y in zip(images.split(batch_size), labels.split(batch_size), strict=True):
-        attacked = x if attack is None else attack(source, x, y)
-        correct += _correct(model, attacked, y)
+    with eval_mode(model):
+        for x, y in zip(images.split(batch_size), labels.split(batch_size), strict=True):
+            attacked = x if attack is None else attack(source, x, y)
+            correct += _correct(model, attacked, y)
     return correct / images.shape[0]

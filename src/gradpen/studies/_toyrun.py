@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -9,34 +10,49 @@ import torch
 
 from gradpen.metrics.gradnorm import gradient_norm_stats
 from gradpen.penalties import interpolate
-from gradpen.train.config import load
+from gradpen.studies._toolkit import Overrides, engine_config
+from gradpen.train.config import Config
 from gradpen.train.evaluate import read_metrics
 from gradpen.train.loop import Trainer
 
 # A small, quick recipe (seconds to a minute per run on one core); studies override parts.
-BASE = [
-    "data.name='25gaussians'",
-    "generator.width=128",
-    "critic.width=128",
-    "train.steps=1500",
-    "train.n_critic=5",
-    "train.batch_size=256",
-    "train.g_lr=1e-3",
-    "train.d_lr=1e-3",
-    "train.lr_decay='linear'",
-    "penalty.name='wgan-gp'",
-    "penalty.weight=0.1",
-    "log.every=50",
-    "log.checkpoint_every=100000",
-    "log.eval_samples=2500",
-    "log.progress=false",
-]
+BASE: dict[str, Any] = {
+    "data.name": "25gaussians",
+    "generator.width": 128,
+    "critic.width": 128,
+    "train.steps": 1500,
+    "train.n_critic": 5,
+    "train.batch_size": 256,
+    "train.g_lr": 1e-3,
+    "train.d_lr": 1e-3,
+    "train.lr_decay": "linear",
+    "penalty.name": "wgan-gp",
+    "penalty.weight": 0.1,
+    "log.every": 50,
+    "log.checkpoint_every": 100000,
+    "log.eval_samples": 2500,
+    "log.progress": False,
+}
+QUICK: dict[str, Any] = {"train.steps": 30, "log.every": 10, "log.eval_samples": 300}
 VANISHING = 1e-3  # an input-gradient norm below this counts as vanished
 
 
-def toy_trainer(overrides: list[str], run_dir: Path, *, seed: int = 0) -> Trainer:
-    """A trainer for ``BASE`` with ``overrides`` applied (later entries win)."""
-    return Trainer(load(None, [*BASE, f"seed={seed}", *overrides]), run_dir)
+def toy_config(*layers: Overrides, quick: bool = False) -> Config:
+    """``BASE`` with ``layers`` of overrides applied (later ones win), and ``QUICK`` if asked.
+
+    Args:
+        layers: typed dotted-key overrides (``{"penalty.weight": 2.0}``).
+        quick: shrink to the seconds-long setting the tests use.
+
+    Returns:
+        The resolved config (seed 0 unless a layer sets ``seed``).
+    """
+    return engine_config(BASE, *layers, QUICK if quick else {})
+
+
+def toy_trainer(config: Config, run_dir: Path, *, seed: int = 0) -> Trainer:
+    """A trainer for ``config`` with its seed replaced by ``seed``."""
+    return Trainer(dataclasses.replace(config, seed=seed), run_dir)
 
 
 def gradient_profile(trainer: Trainer, n: int = 1000, seed: int = 0) -> dict[str, float]:
@@ -57,16 +73,11 @@ def gradient_profile(trainer: Trainer, n: int = 1000, seed: int = 0) -> dict[str
     return stats
 
 
-def run_toy(overrides: list[str], run_dir: Path, *, seed: int = 0) -> dict[str, Any]:
+def run_toy(config: Config, run_dir: Path, *, seed: int = 0) -> dict[str, Any]:
     """Train, evaluate, and return the summary, the gradient profile and the metric records."""
-    trainer = toy_trainer(overrides, run_dir, seed=seed)
+    trainer = toy_trainer(config, run_dir, seed=seed)
     summary = trainer.train()
     summary.pop("plots", None)
     summary |= gradient_profile(trainer)
     summary["records"] = read_metrics(run_dir)
     return summary
-
-
-def quick_overrides(quick: bool) -> list[str]:
-    """The seconds-long setting the tests use."""
-    return ["train.steps=30", "log.every=10", "log.eval_samples=300"] if quick else []

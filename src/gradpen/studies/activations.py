@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from gradpen.plots import plot_overlaid
-from gradpen.report import markdown_table, write_report
-from gradpen.studies._toyrun import quick_overrides, run_toy
+from gradpen.report import markdown_table
+from gradpen.studies._toolkit import Settings, config_settings, report
+from gradpen.studies._toyrun import run_toy, toy_config
+from gradpen.train.config import Config
 
 ACTIVATIONS = ("relu", "leaky_relu", "tanh")
 SEEDS = (0, 1)
@@ -32,21 +34,27 @@ COLUMNS = (
 )
 
 
+def arm_configs(quick: bool = False) -> dict[str, Config]:
+    """Each critic activation's config (seed 0; every seed of the arm trains with it)."""
+    return {
+        activation: toy_config(
+            {"critic.activation": activation, "penalty.weight": WEIGHT}, quick=quick
+        )
+        for activation in ACTIVATIONS
+    }
+
+
 def run(out_dir: Path, *, quick: bool = False) -> Path:
     """Train each activation, measure vanishing gradients and quality."""
     seeds = SEEDS[:1] if quick else SEEDS
+    configs = arm_configs(quick)
     results: dict[str, Any] = {}
     rows = []
     curves = {}
-    for activation in ACTIVATIONS:
+    for activation, config in configs.items():
         per_seed = []
         for seed in seeds:
-            overrides = [
-                f"critic.activation='{activation}'",
-                f"penalty.weight={WEIGHT}",
-                *quick_overrides(quick),
-            ]
-            summary = run_toy(overrides, out_dir / "runs" / f"{activation}-{seed}", seed=seed)
+            summary = run_toy(config, out_dir / "runs" / f"{activation}-{seed}", seed=seed)
             per_seed.append({k: summary[k] for k in COLUMNS})
             if seed == seeds[0]:
                 records = summary["records"]
@@ -82,6 +90,16 @@ def run(out_dir: Path, *, quick: bool = False) -> Path:
         title="Critic gradient norm by activation",
     )
     figures = ["gnorm_during_training.png"]
-    return write_report(
-        out_dir, "Study: critic activations under the penalty", sections, figures, results
+    return report(
+        out_dir,
+        "Study: critic activations under the penalty",
+        sections,
+        figures,
+        results,
+        config_settings(configs),
     )
+
+
+def settings(quick: bool = False) -> Settings:
+    """Each arm's fully resolved config, as run writes it under ``"settings"``."""
+    return config_settings(arm_configs(quick))

@@ -21,7 +21,7 @@ there at load 17); ``quick=True`` takes 200 steps instead of 2000.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -30,6 +30,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 from torch import Tensor
+
+from gradpen.studies._toolkit import Settings, sweep_settings
 
 OPTIMIZERS = {"AdamW": torch.optim.AdamW, "Adam + L2": torch.optim.Adam}
 
@@ -129,6 +131,12 @@ def _figure(config: AdamWConfig, history: dict[str, list[float]], path: Path) ->
     plt.close(fig)
 
 
+def settings(quick: bool = False) -> Settings:
+    """Each optimizer's settings (the shared config plus its name), as run records them."""
+    config = QUICK if quick else AdamWConfig()
+    return sweep_settings(config, {name: {"optimizer": name} for name in OPTIMIZERS})
+
+
 def run(out_dir: Path, *, quick: bool = False) -> Path:
     """Run both experiments; write report.md, adamw.png and results.json into ``out_dir``."""
     config = QUICK if quick else AdamWConfig()
@@ -138,7 +146,7 @@ def run(out_dir: Path, *, quick: bool = False) -> Path:
     history = history_experiment(config)
     _figure(config, history, out_dir / "adamw.png")
     (out_dir / "results.json").write_text(
-        json.dumps({"config": asdict(config), "zero_loss": zero, "history": history}, indent=2)
+        json.dumps({"settings": settings(quick), "zero_loss": zero, "history": history}, indent=2)
     )
     zero_rows = "\n".join(
         f"| {w0:g} | {f:.6f} | {adamw:.3g} | {adam:.6f} | {final:.4g} |"

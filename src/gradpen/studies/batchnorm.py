@@ -20,8 +20,10 @@ from torch import nn
 
 from gradpen.data.toys import get_toy
 from gradpen.gradients import input_gradient
-from gradpen.report import markdown_table, write_report
-from gradpen.studies._toyrun import quick_overrides, run_toy
+from gradpen.report import markdown_table
+from gradpen.studies._toolkit import Settings, config_settings, report
+from gradpen.studies._toyrun import run_toy, toy_config
+from gradpen.train.config import Config
 from gradpen.train.run import open_run
 
 NORMS = ("none", "layer", "batch")
@@ -41,23 +43,29 @@ def cross_term_ratio(critic: nn.Module, x: torch.Tensor) -> float:
     return gap.mean().item()
 
 
+def arm_configs(quick: bool = False) -> dict[str, Config]:
+    """Each critic normalization's config (seed 0; every seed of the arm trains with it)."""
+    return {
+        norm: toy_config(
+            {"critic.norm": norm, "penalty.weight": WEIGHT, "penalty.allow_batchnorm": True},
+            quick=quick,
+        )
+        for norm in NORMS
+    }
+
+
 def run(out_dir: Path, *, quick: bool = False) -> Path:
     """Cross-term ratios and training quality for each critic normalization."""
     seeds = SEEDS[:1] if quick else SEEDS
+    configs = arm_configs(quick)
     x = get_toy("25gaussians").sample(JACOBIAN_BATCH, generator=torch.Generator().manual_seed(0))
     results: dict[str, Any] = {}
     rows = []
-    for norm in NORMS:
+    for norm, config in configs.items():
         per_seed = []
         for seed in seeds:
             run_dir = out_dir / "runs" / f"{norm}-{seed}"
-            overrides = [
-                f"critic.norm='{norm}'",
-                f"penalty.weight={WEIGHT}",
-                "penalty.allow_batchnorm=true",
-                *quick_overrides(quick),
-            ]
-            summary = run_toy(overrides, run_dir, seed=seed)
+            summary = run_toy(config, run_dir, seed=seed)
             trained = open_run(run_dir).D
             per_seed.append(
                 {
@@ -94,4 +102,16 @@ def run(out_dir: Path, *, quick: bool = False) -> Path:
         "exactly the per-sample gradient.",
         markdown_table(header, rows),
     ]
-    return write_report(out_dir, "Study: batch norm in a penalized critic", sections, [], results)
+    return report(
+        out_dir,
+        "Study: batch norm in a penalized critic",
+        sections,
+        [],
+        results,
+        config_settings(configs),
+    )
+
+
+def settings(quick: bool = False) -> Settings:
+    """Each arm's fully resolved config, as run writes it under ``"settings"``."""
+    return config_settings(arm_configs(quick))

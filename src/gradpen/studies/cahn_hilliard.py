@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -30,7 +31,8 @@ from gradpen.physics.cahn_hilliard import (
     spectrum_peak_wavelength,
 )
 from gradpen.physics.calculus import torch_threads
-from gradpen.report import markdown_table, save_figure, write_report
+from gradpen.report import markdown_table, save_figure
+from gradpen.studies._toolkit import Settings, report, sweep_settings
 
 PUBLISHED_INITIAL_ENERGY = 319.04
 PUBLISHED = {  # PFHub benchmark 1a F(t) as quoted in the issue
@@ -38,6 +40,18 @@ PUBLISHED = {  # PFHub benchmark 1a F(t) as quoted in the issue
     "MOOSE (periodic)": {100.0: 140.6, 1000.0: 83.0, 10000.0: 34.1},
 }
 LENGTH = 200.0
+GRID = 200  # points per side of the periodic grid
+# What a quick run shrinks: the end time, the adaptive time-step schedule, the logged times.
+SIZES: dict[bool, dict[str, Any]] = {
+    False: {"t_end": 1e4, "dt_min": 0.002, "dt_growth": 0.002, "dt_max": 0.25, "times": 121},
+    True: {"t_end": 20.0, "dt_min": 0.05, "dt_growth": 0.05, "dt_max": 0.5, "times": 25},
+}
+
+
+def settings(quick: bool = False) -> Settings:
+    """The benchmark's parameters and the run's size, as run records them (one arm)."""
+    size = SIZES[quick] | {"length": LENGTH, "grid": GRID}
+    return sweep_settings(CahnHilliardParams(), {"pfhub-1a": size})
 
 
 def _initial_grid(points: int, device: torch.device | str | None) -> torch.Tensor:
@@ -49,7 +63,7 @@ def _initial_grid(points: int, device: torch.device | str | None) -> torch.Tenso
 
 def _initial_energy_rows(params: CahnHilliardParams, quick: bool) -> dict[str, float]:
     """F(0): continuum quadrature at two orders, and the periodic 200 x 200 grid's two values."""
-    c = _initial_grid(200, None)
+    c = _initial_grid(GRID, None)
     orders = (100, 200) if quick else (200, 400)
     return {
         f"continuum, Gauss-Legendre {n}^2": continuum_initial_energy(params, LENGTH, n)
@@ -62,14 +76,11 @@ def _initial_energy_rows(params: CahnHilliardParams, quick: bool) -> dict[str, f
 
 def _coarsening(params, quick, device) -> dict:
     """The benchmark run: F(t), mass, bounds, timing to t = 1000, and a halved-dt rerun."""
-    points = 200
-    t_end = 20.0 if quick else 1e4
-    schedule = (
-        dict(dt_min=0.05, dt_growth=0.05, dt_max=0.5)
-        if quick
-        else dict(dt_min=0.002, dt_growth=0.002, dt_max=0.25)
-    )
-    times = np.unique(np.round(np.logspace(-1, math.log10(t_end), 25 if quick else 121), 6))
+    points = GRID
+    size = SIZES[quick]
+    t_end = size["t_end"]
+    schedule = {key: size[key] for key in ("dt_min", "dt_growth", "dt_max")}
+    times = np.unique(np.round(np.logspace(-1, math.log10(t_end), size["times"]), 6))
     times = np.unique(np.concatenate([times, [t for t in (1, 10, 100, 1000) if t < t_end]]))
     stepper = SpectralCahnHilliard((points, points), LENGTH / points, params, 1.0, device)
     c0 = _initial_grid(points, device)
@@ -231,4 +242,5 @@ def run(out_dir: Path, *, quick: bool = False, device: torch.device | str | None
         "quick": quick,
     }
     results["run"]["refined"] = {str(t): v for t, v in run_data["refined"].items()}
-    return write_report(out_dir, "Cahn-Hilliard: PFHub benchmark 1a", sections, figures, results)
+    title = "Cahn-Hilliard: PFHub benchmark 1a"
+    return report(out_dir, title, sections, figures, results, settings(quick))

@@ -21,16 +21,18 @@ from matplotlib.figure import Figure
 from gradpen.data.toys import get_toy
 from gradpen.nets.mlp import MLPCritic
 from gradpen.plots import plot_critic_surface
-from gradpen.report import markdown_table, write_report
-from gradpen.studies._toyrun import quick_overrides, run_toy
+from gradpen.report import markdown_table
+from gradpen.studies._toolkit import Settings, config_settings, report
+from gradpen.studies._toyrun import run_toy, toy_config
+from gradpen.train.config import Config
 from gradpen.train.run import open_run
 
 CLIP = 0.01
 DEPTH = 12
 DATASETS = ("8gaussians", "25gaussians")
-METHODS = {
-    "weight clipping": ["penalty.name='none'", f"train.clip={CLIP}"],
-    "gradient penalty": ["penalty.name='wgan-gp'", "penalty.weight=10.0"],
+METHODS: dict[str, dict[str, Any]] = {
+    "weight clipping": {"penalty.name": "none", "train.clip": CLIP},
+    "gradient penalty": {"penalty.name": "wgan-gp", "penalty.weight": 10.0},
 }
 
 
@@ -72,8 +74,20 @@ def _plot_weights(weights: dict[str, np.ndarray], path: Path) -> None:
     figure.savefig(path, dpi=110)
 
 
+def arm_configs(quick: bool = False) -> dict[str, Config]:
+    """The config of each (dataset, method) arm, named ``DATASET/METHOD``."""
+    return {
+        f"{dataset}/{method}": toy_config(
+            {"data.name": dataset, "critic.depth": DEPTH}, overrides, quick=quick
+        )
+        for dataset in (DATASETS[:1] if quick else DATASETS)
+        for method, overrides in METHODS.items()
+    }
+
+
 def run(out_dir: Path, *, quick: bool = False) -> Path:
     """Train both methods on both datasets; layer gradients, weights, surfaces, quality."""
+    configs = arm_configs(quick)
     results: dict[str, Any] = {}
     rows = []
     figures = []
@@ -81,17 +95,9 @@ def run(out_dir: Path, *, quick: bool = False) -> Path:
         layer_curves = {}
         weights = {}
         real = get_toy(dataset).sample(512, generator=torch.Generator().manual_seed(0))
-        for method, overrides in METHODS.items():
+        for method in METHODS:
             run_dir = out_dir / "runs" / f"{dataset}-{method.replace(' ', '-')}"
-            summary = run_toy(
-                [
-                    f"data.name='{dataset}'",
-                    f"critic.depth={DEPTH}",
-                    *overrides,
-                    *quick_overrides(quick),
-                ],
-                run_dir,
-            )
+            summary = run_toy(configs[f"{dataset}/{method}"], run_dir)
             trainer = open_run(run_dir)
             critic = trainer.D
             layer_curves[f"{dataset}, {method}"] = layer_gradient_norms(critic, real)
@@ -147,6 +153,16 @@ def run(out_dir: Path, *, quick: bool = False) -> Path:
         "RMSProp at 5e-5: one Adam step is ~10% of c, so more weights sit at ±c than there.",
         markdown_table(header, rows),
     ]
-    return write_report(
-        out_dir, "Study: weight clipping vs gradient penalty", sections, figures, results
+    return report(
+        out_dir,
+        "Study: weight clipping vs gradient penalty",
+        sections,
+        figures,
+        results,
+        config_settings(configs),
     )
+
+
+def settings(quick: bool = False) -> Settings:
+    """Each arm's fully resolved config, as run writes it under ``"settings"``."""
+    return config_settings(arm_configs(quick))

@@ -12,6 +12,7 @@ of one-parameter modules); ``quick=True`` takes a few seconds.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -28,6 +29,7 @@ from gradpen.studies._dirac_gan import (
     trajectory,
     vector_field,
 )
+from gradpen.studies._toolkit import Settings, sweep_settings
 
 LR = 0.2
 START = (1.0, 1.0)
@@ -110,11 +112,26 @@ def _plot(
     fig.savefig(path, dpi=100)
 
 
+SIZES = {False: (STEPS, LONG_STEPS, 11), True: (100, 150, 5)}  # steps, long steps, arrows
+
+
+def settings(quick: bool = False) -> Settings:
+    """Each (method, scheme) arm's settings, named ``LABEL/SCHEME``, as run records them."""
+    steps, long_steps, _ = SIZES[quick]
+    shared = {"lr": LR, "start": list(START), "steps": steps, "long_steps": long_steps}
+    arms = {
+        f"{method.label}/{scheme}": dataclasses.asdict(method) | {"scheme": scheme}
+        for method in PAPER_METHODS
+        for scheme in SCHEMES
+    }
+    return sweep_settings(shared, arms)
+
+
 def run(out_dir: Path, *, quick: bool = False) -> Path:
     """Run every method under both schemes; write report.md, results.json, trajectories.png."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    steps, long_steps, arrows = (100, 150, 5) if quick else (STEPS, LONG_STEPS, 11)
+    steps, long_steps, arrows = SIZES[quick]
     paths: dict[tuple[str, str], np.ndarray] = {}
     rows = []
     jobs = [(m, s) for m in PAPER_METHODS for s in SCHEMES]
@@ -139,6 +156,7 @@ def run(out_dir: Path, *, quick: bool = False) -> Path:
     _plot(paths, PAPER_METHODS, figure, arrows)
     gaps = field_check()
     results = {
+        "settings": settings(quick),
         "lr": LR,
         "start": list(START),
         "steps": steps,

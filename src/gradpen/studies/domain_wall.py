@@ -10,6 +10,7 @@ error at t = 8 should fall as h^2. CPU budget: the full run takes about 2 minute
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -21,10 +22,22 @@ from gradpen.physics.allen_cahn import (
     wall_profile,
 )
 from gradpen.physics.calculus import torch_threads
-from gradpen.report import markdown_table, save_figure, write_report
+from gradpen.report import markdown_table, save_figure
+from gradpen.studies._toolkit import Settings, report, sweep_settings
 
 KAPPA = 1.0
 HALF_WIDTH = 12.0
+# Grid sizes: the relaxed wall's points, benchmark 7a's cells in x and its end time.
+SIZES: dict[bool, dict[str, Any]] = {
+    False: {"wall_points": [241, 481, 961], "cells": [96, 128, 192, 256], "t_end": 8.0},
+    True: {"wall_points": [81, 121], "cells": [32, 64], "t_end": 0.5},
+}
+
+
+def settings(quick: bool = False) -> Settings:
+    """The wall and benchmark-7a settings, as run records them."""
+    shared = {"kappa": KAPPA, "half_width": HALF_WIDTH}
+    return sweep_settings(shared, {"wall+benchmark7a": SIZES[quick]})
 
 
 def convergence_order(sizes: list[float], errors: list[float]) -> float:
@@ -36,9 +49,7 @@ def convergence_order(sizes: list[float], errors: list[float]) -> float:
 def run(out_dir: Path, *, quick: bool = False) -> Path:
     """Run the wall and benchmark-7 checks and write the report directory; return report.md."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    wall_points = [81, 121] if quick else [241, 481, 961]
-    cells = [32, 64] if quick else [96, 128, 192, 256]
-    t_end = 0.5 if quick else 8.0
+    wall_points, cells, t_end = (SIZES[quick][k] for k in ("wall_points", "cells", "t_end"))
     with torch_threads(1):
         walls = [relaxed_wall(KAPPA, HALF_WIDTH, n) for n in wall_points]
         errors = [ManufacturedAllenCahn().l2_error(n, t_end=t_end) for n in cells]
@@ -100,4 +111,4 @@ def run(out_dir: Path, *, quick: bool = False) -> Path:
         "benchmark7": {"cells": cells, "t_end": t_end, "l2_errors": errors, "order": order},
         "quick": quick,
     }
-    return write_report(out_dir, "Allen-Cahn domain walls", sections, figures, results)
+    return report(out_dir, "Allen-Cahn domain walls", sections, figures, results, settings(quick))

@@ -21,19 +21,35 @@ from gradpen.physics.fracture import (
     finite_bar_energy_ratio,
     optimal_profile,
 )
-from gradpen.report import markdown_table, save_figure, write_report
+from gradpen.report import markdown_table, save_figure
+from gradpen.studies._toolkit import Settings, report, sweep_settings
 
 STIFFNESS, TOUGHNESS, LENGTH = 210.0, 2.7e-3, 0.015  # kN/mm^2, kN/mm, mm (Miehe 2010)
+MODELS = ("at1", "at2")
+HALF_BAR = 10.0  # the bar's half length, in units of LENGTH
+POINTS = {False: [201, 401, 801], True: [81, 121]}  # grid points of the 1-D profile
+
+
+def settings(quick: bool = False) -> Settings:
+    """Each model's settings (material, bar, grids), as run records them."""
+    shared = {
+        "stiffness": STIFFNESS,
+        "toughness": TOUGHNESS,
+        "length": LENGTH,
+        "half_bar_over_length": HALF_BAR,
+        "points": POINTS[quick],
+    }
+    return sweep_settings(shared, {model: {"model": model} for model in MODELS})
 
 
 def run(out_dir: Path, *, quick: bool = False) -> Path:
     """Run the 1-D fracture checks and write the report directory; return report.md."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    points = [81, 121] if quick else [201, 401, 801]
-    half = 10.0 * LENGTH
+    points = POINTS[quick]
+    half = HALF_BAR * LENGTH
     rows, profiles = [], {}
     with torch_threads(1):
-        for model in ("at1", "at2"):
+        for model in MODELS:
             for n in points:
                 x, alpha, energy = optimal_profile(model, LENGTH, half, n, TOUGHNESS)
                 error = (alpha - exact_profile(model, x, LENGTH)).abs().max().item()
@@ -76,4 +92,5 @@ def run(out_dir: Path, *, quick: bool = False) -> Path:
         "peak_stress_exact": peak_exact,
         "quick": quick,
     }
-    return write_report(out_dir, "Phase-field fracture (AT1 / AT2)", sections, figures, results)
+    title = "Phase-field fracture (AT1 / AT2)"
+    return report(out_dir, title, sections, figures, results, settings(quick))

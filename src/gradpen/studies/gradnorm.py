@@ -23,7 +23,7 @@ import json
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -39,6 +39,7 @@ from gradpen.data.mnist import load_mnist5k, split_holdout
 from gradpen.optim import GradientNormPenalty
 from gradpen.robust import SmallCNN, robust_accuracy
 from gradpen.robust.train import train_classifier
+from gradpen.studies._toolkit import Settings, sweep_settings
 
 Loss = Callable[[Tensor], Tensor]
 VARIANTS = ("plain", "approximate", "exact")
@@ -187,6 +188,12 @@ def _figure(distances: dict[float, dict[str, float]], path: Path) -> None:
     plt.close(fig)
 
 
+def settings(quick: bool = False) -> Settings:
+    """Each variant's settings (the shared config plus its name), as run records them."""
+    config = QUICK if quick else GradnormConfig()
+    return sweep_settings(config, {variant: {"variant": variant} for variant in VARIANTS})
+
+
 def run(out_dir: Path, *, quick: bool = False) -> Path:
     """Run the three parts; write report.md, implicit.png and results.json into ``out_dir``."""
     config = QUICK if quick else GradnormConfig()
@@ -211,7 +218,7 @@ def run(out_dir: Path, *, quick: bool = False) -> Path:
     (out_dir / "results.json").write_text(
         json.dumps(
             {
-                "config": asdict(config),
+                "settings": settings(quick),
                 "step_cost_ratio": ratios,
                 "accuracy_per_seed": accuracy,
                 "implicit_regularization": {f"{h:g}": d for h, d in distances.items()},

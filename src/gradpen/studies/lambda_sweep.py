@@ -17,8 +17,10 @@ from typing import Any
 
 from gradpen.data.toys import get_toy
 from gradpen.plots import plot_overlaid, plot_samples_2d
-from gradpen.report import markdown_table, write_report
-from gradpen.studies._toyrun import quick_overrides, run_toy
+from gradpen.report import markdown_table
+from gradpen.studies._toolkit import Settings, config_settings, mean_std_cell, report
+from gradpen.studies._toyrun import run_toy, toy_config
+from gradpen.train.config import Config
 from gradpen.train.loop import TrainingDiverged
 from gradpen.train.run import open_run
 
@@ -28,52 +30,47 @@ SEEDS = (0, 1)
 METRICS = ("modes_covered", "high_quality", "w1", "gnorm_real", "gnorm_interp")
 
 
-def _overrides(weight: float) -> list[str]:
-    if weight == 0:
-        return ["penalty.name='none'"]
-    return [f"penalty.weight={weight}"]
+def arm_configs(quick: bool = False) -> dict[str, Config]:
+    """Each lambda's config, named by ``f"{lambda:g}"`` (lambda 0 is ``penalty.name = "none"``)."""
+    return {
+        f"{weight:g}": toy_config(
+            {"penalty.name": "none"} if weight == 0 else {"penalty.weight": weight}, quick=quick
+        )
+        for weight in ((0.1, 10.0) if quick else LAMBDAS)
+    }
 
 
 def _mean(values: list[float]) -> float:
     return statistics.mean(values) if values else math.nan
 
 
-def _mean_std(values: list[float]) -> str:
-    if not values:
-        return "—"
-    if len(values) == 1:
-        return f"{values[0]:.4g}"
-    return f"{statistics.mean(values):.4g} ± {statistics.stdev(values):.2g}"
-
-
 def run(out_dir: Path, *, quick: bool = False) -> Path:
     """Train every (lambda, seed), tabulate the metrics, plot the trade-off and samples."""
-    lambdas = (0.1, 10.0) if quick else LAMBDAS
     seeds = SEEDS[:1] if quick else SEEDS
+    configs = arm_configs(quick)
     results: dict[str, Any] = {}
     samples = {}
-    for weight in lambdas:
+    for weight, config in configs.items():
         per_seed = []
         for seed in seeds:
-            run_dir = out_dir / "runs" / f"lambda{weight:g}-seed{seed}"
-            overrides = _overrides(weight) + quick_overrides(quick)
+            run_dir = out_dir / "runs" / f"lambda{weight}-seed{seed}"
             try:
-                summary = run_toy(overrides, run_dir, seed=seed)
+                summary = run_toy(config, run_dir, seed=seed)
                 summary.pop("records")
             except TrainingDiverged as error:
                 summary = {"diverged": str(error)}
             per_seed.append(summary)
-        results[f"{weight:g}"] = per_seed
+        results[weight] = per_seed
         last = per_seed[0]
         if "diverged" not in last:
-            trainer = open_run(out_dir / "runs" / f"lambda{weight:g}-seed{seeds[0]}")
-            samples[f"λ = {weight:g}"] = trainer.samples01(1000)[0]
+            trainer = open_run(out_dir / "runs" / f"lambda{weight}-seed{seeds[0]}")
+            samples[f"λ = {weight}"] = trainer.samples01(1000)[0]
 
     rows = []
     for weight, per_seed in results.items():
         ok = [s for s in per_seed if "diverged" not in s]
         row = [weight, f"{len(per_seed) - len(ok)}/{len(per_seed)}"]
-        row += [_mean_std([float(s[m]) for s in ok]) for m in METRICS]
+        row += [mean_std_cell([float(s[m]) for s in ok], 4) for m in METRICS]
         rows.append(row)
     header = [
         "λ",
@@ -111,4 +108,11 @@ def run(out_dir: Path, *, quick: bool = False) -> Path:
         "WGAN-GP on 25gaussians, one row per λ (mean ± std over seeds).",
         markdown_table(header, rows),
     ]
-    return write_report(out_dir, "Study: the penalty weight λ", sections, figures, results)
+    return report(
+        out_dir, "Study: the penalty weight λ", sections, figures, results, config_settings(configs)
+    )
+
+
+def settings(quick: bool = False) -> Settings:
+    """Each arm's fully resolved config, as run writes it under ``"settings"``."""
+    return config_settings(arm_configs(quick))

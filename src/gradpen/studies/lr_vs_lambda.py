@@ -48,6 +48,7 @@ from gradpen.studies._dirac_gan import (
     gan_r1,
     trajectory,
 )
+from gradpen.studies._toolkit import Settings, sweep_settings
 
 GAMMAS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 QUICK_GAMMAS = (0.3, 10.0)
@@ -261,22 +262,57 @@ def _plot(dirac_rows: list[dict], toy_rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What one run measures: the Dirac-GAN bisections and the toy's (lambda, lr) grid."""
+
+    gammas: tuple[float, ...]
+    schemes: tuple[str, ...]
+    steps: int
+    bisections: int
+    setup: ToySetup
+    lams: tuple[float, ...]
+    lrs: tuple[float, ...]
+
+
+def plan(quick: bool = False) -> Plan:
+    """The full study's plan, or the seconds-long one the tests run."""
+    if quick:
+        return Plan(
+            QUICK_GAMMAS,
+            ("simultaneous",),
+            300,
+            6,
+            ToySetup(generator_steps=5),
+            (10.0,),
+            (1e-3, 10.0),
+        )
+    lrs = tuple(float(2.0**k) for k in range(-12, 5))
+    return Plan(GAMMAS, SCHEMES, 1500, 8, ToySetup(), (0.1, 1.0, 10.0, 100.0, 1000.0), lrs)
+
+
+def settings(quick: bool = False) -> Settings:
+    """The two arms' settings (``dirac``: R1 on Dirac-GAN; ``toy``: WGAN-GP with SGD)."""
+    p = plan(quick)
+    dirac = {"gammas": list(p.gammas), "schemes": list(p.schemes), "steps": p.steps}
+    dirac |= {"bisections": p.bisections, "start": list(START)}
+    toy = asdict(p.setup) | {"lambdas": list(p.lams), "lr_grid": list(p.lrs)}
+    return sweep_settings({}, {"dirac": dirac, "toy": toy})
+
+
 def run(out_dir: Path, *, quick: bool = False) -> Path:
     """Measure h_max on Dirac-GAN + R1 and on the toy; write report.md, results.json, a PNG."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if quick:
-        gammas, schemes, steps, iterations = QUICK_GAMMAS, ("simultaneous",), 300, 6
-        setup, lams, lrs = ToySetup(generator_steps=5, batch=64), (10.0,), (1e-3, 10.0)
-    else:
-        gammas, schemes, steps, iterations = GAMMAS, SCHEMES, 1500, 8
-        setup, lams = ToySetup(), (0.1, 1.0, 10.0, 100.0, 1000.0)
-        lrs = tuple(float(2.0**k) for k in range(-12, 5))
+    p = plan(quick)
+    gammas, schemes, steps, iterations = p.gammas, p.schemes, p.steps, p.bisections
+    setup, lams, lrs = p.setup, p.lams, p.lrs
     dirac_rows = dirac_study(gammas, schemes, steps, iterations)
     toy_rows = toy_study(setup, lams, lrs)
     figure = out_dir / "lr_vs_lambda.png"
     _plot(dirac_rows, toy_rows, figure)
     results = {
+        "settings": settings(quick),
         "dirac": {
             "start": list(START),
             "steps": steps,

@@ -18,8 +18,10 @@ from typing import Any
 from scipy.stats import binomtest
 
 from gradpen.plots import plot_overlaid
-from gradpen.report import markdown_table, write_report
-from gradpen.studies._toyrun import quick_overrides, run_toy
+from gradpen.report import markdown_table
+from gradpen.studies._toolkit import Settings, config_settings, report
+from gradpen.studies._toyrun import run_toy, toy_config
+from gradpen.train.config import Config
 
 DATASETS = ("25gaussians", "8gaussians")
 SEEDS = tuple(range(6))
@@ -27,10 +29,23 @@ WEIGHT = 1.0
 VARIANTS = {"two-sided": "wgan-gp", "one-sided": "one-sided"}
 
 
+def arm_configs(quick: bool = False) -> dict[str, Config]:
+    """The config of each (dataset, variant) arm, named ``DATASET/VARIANT`` (seed 0)."""
+    datasets = DATASETS[:1] if quick else DATASETS
+    return {
+        f"{dataset}/{variant}": toy_config(
+            {"data.name": dataset, "penalty.name": name, "penalty.weight": WEIGHT}, quick=quick
+        )
+        for dataset in datasets
+        for variant, name in VARIANTS.items()
+    }
+
+
 def run(out_dir: Path, *, quick: bool = False) -> Path:
     """Paired runs of both variants per (dataset, seed); wins by W1 and a sign test."""
     datasets = DATASETS[:1] if quick else DATASETS
     seeds = SEEDS[:2] if quick else SEEDS
+    configs = arm_configs(quick)
     results: dict[str, Any] = {}
     rows = []
     figures = []
@@ -38,15 +53,11 @@ def run(out_dir: Path, *, quick: bool = False) -> Path:
         pairs = []
         for seed in seeds:
             pair = {}
-            for variant, name in VARIANTS.items():
-                overrides = [
-                    f"data.name='{dataset}'",
-                    f"penalty.name='{name}'",
-                    f"penalty.weight={WEIGHT}",
-                    *quick_overrides(quick),
-                ]
+            for variant in VARIANTS:
                 summary = run_toy(
-                    overrides, out_dir / "runs" / f"{dataset}-{variant}-{seed}", seed=seed
+                    configs[f"{dataset}/{variant}"],
+                    out_dir / "runs" / f"{dataset}-{variant}-{seed}",
+                    seed=seed,
                 )
                 pair[variant] = {
                     k: summary[k] for k in ("w1", "high_quality", "modes_covered", "gnorm_interp")
@@ -98,6 +109,16 @@ def run(out_dir: Path, *, quick: bool = False) -> Path:
         "100 vs 77 wins of 174, not significant.",
         markdown_table(header, rows),
     ]
-    return write_report(
-        out_dir, "Study: one-sided vs two-sided penalty", sections, figures, results
+    return report(
+        out_dir,
+        "Study: one-sided vs two-sided penalty",
+        sections,
+        figures,
+        results,
+        config_settings(configs),
     )
+
+
+def settings(quick: bool = False) -> Settings:
+    """Each arm's fully resolved config, as run writes it under ``"settings"``."""
+    return config_settings(arm_configs(quick))

@@ -21,7 +21,8 @@ from gradpen.physics.penalty_method import (
     exact_penalized_radius,
     penalized,
 )
-from gradpen.report import markdown_table, save_figure, write_report
+from gradpen.report import markdown_table, save_figure
+from gradpen.studies._toolkit import Settings, report, sweep_settings
 
 
 def _restoring_force_figure(out_dir: Path, mu: float, path: list[tuple[float, float]]) -> str:
@@ -47,10 +48,22 @@ def _restoring_force_figure(out_dir: Path, mu: float, path: list[tuple[float, fl
     return save_figure(fig, out_dir, "restoring_force.png")
 
 
+def penalty_weights(quick: bool = False) -> list[float]:
+    """The continuation's increasing mu: 13 (quick: 9) log-spaced from 0.1 to 1e5 (quick: 1e3)."""
+    return [float(m) for m in np.logspace(-1, 3 if quick else 5, 9 if quick else 13)]
+
+
+def settings(quick: bool = False) -> Settings:
+    """The sweep's settings, as run records them (one arm)."""
+    return sweep_settings(
+        {"multiplier": MULTIPLIER}, {"continuation": {"mu": penalty_weights(quick)}}
+    )
+
+
 def run(out_dir: Path, *, quick: bool = False) -> Path:
     """Run the penalty-method sweep and write the report directory; return report.md."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    mus = [float(m) for m in np.logspace(-1, 3 if quick else 5, 9 if quick else 13)]
+    mus = penalty_weights(quick)
     solutions = continuation(mus)
     rows = []
     for s in solutions:
@@ -105,4 +118,5 @@ def run(out_dir: Path, *, quick: bool = False) -> Path:
         "multiplier": MULTIPLIER,
         "quick": quick,
     }
-    return write_report(out_dir, "The quadratic penalty method", sections, figures, results)
+    title = "The quadratic penalty method"
+    return report(out_dir, title, sections, figures, results, settings(quick))

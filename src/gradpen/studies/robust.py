@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import statistics
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -32,6 +32,7 @@ from tqdm import tqdm
 from gradpen.data.mnist import ImageDataset, load_mnist5k, split_holdout
 from gradpen.robust import SmallCNN, double_backprop_loss, fgsm, pgd, robust_accuracy
 from gradpen.robust.train import train_classifier
+from gradpen.studies._toolkit import Settings, sweep_settings
 
 PUBLISHED = {
     "source": "Ross & Doshi-Velez 2018, full MNIST, their CNN",
@@ -190,6 +191,16 @@ def _figure(config: RobustConfig, results: dict[float, dict[str, list[float]]], 
     plt.close(fig)
 
 
+def arm_settings(config: RobustConfig) -> Settings:
+    """Each lambda's settings (the shared config plus its ``weight``), named ``lambda{w}``."""
+    return sweep_settings(config, {f"lambda{w:g}": {"weight": w} for w in config.weights})
+
+
+def settings(quick: bool = False) -> Settings:
+    """The settings ``run(quick=quick)`` records."""
+    return arm_settings(QUICK if quick else RobustConfig())
+
+
 def run(out_dir: Path, *, quick: bool = False) -> Path:
     """Run the lambda sweep; write report.md, robust.png and results.json into ``out_dir``."""
     config = QUICK if quick else RobustConfig()
@@ -212,7 +223,7 @@ def write_report(
     (out_dir / "results.json").write_text(
         json.dumps(
             {
-                "config": asdict(config),
+                "settings": arm_settings(config),
                 "accuracy_per_seed": {f"{w:g}": m for w, m in results.items()},
                 "published": PUBLISHED,
             },

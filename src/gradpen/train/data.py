@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from gradpen.data.mnist import ImageDataset, get_image_dataset, split_holdout, to_range
 from gradpen.data.toys import ToyDistribution, get_toy
 from gradpen.errors import UserError
+from gradpen.nets import CRITICS, GENERATORS
 from gradpen.train.config import TOY_DATA, Config
 
 HOLDOUT_SEED = 0
@@ -20,6 +21,7 @@ class BatchSource:
     """Real batches on ``device`` from the global RNG; the held-out part is for evaluation."""
 
     device: torch.device
+    name: str = ""
     toy: ToyDistribution | None = None
     train_set: ImageDataset | None = None
     heldout: ImageDataset | None = None
@@ -30,16 +32,59 @@ class BatchSource:
     def num_classes(self) -> int:
         return self.train_set.num_classes if self.train_set is not None else 0
 
-    def check_generator(self, generator: nn.Module) -> None:
-        """Match image pixels to the generator's output range; reject shape mismatches."""
-        if self.train_set is None:
-            return
-        self.output_range = getattr(generator, "out", "sigmoid")
-        side = self.train_set.images.shape[-1]
-        if side != 28 and type(generator).__name__.endswith("28"):
-            raise UserError(
-                f"the generator makes 28 x 28 images but the data set's images are {side} x {side}"
+    @property
+    def image_size(self) -> int | None:
+        """The side of the data's square images; None for 2-D toy points."""
+        return None if self.train_set is None else self.train_set.images.shape[-1]
+
+    def check_networks(self, generator: nn.Module, critic: nn.Module) -> None:
+        """Reject networks whose samples do not have the data's shape; match pixel ranges.
+
+        Args:
+            generator: the built generator; its class attribute ``image_size`` is the side of
+                the images it makes (None: it makes flat points).
+            critic: the built critic, with ``image_size`` likewise.
+
+        Raises:
+            UserError: naming the network kinds that fit the data (exit status 2).
+        """
+        for role, net, registry in (
+            ("generator", generator, GENERATORS),
+            ("critic", critic, CRITICS),
+        ):
+            if getattr(net, "image_size", None) != self.image_size:
+                raise UserError(self._shape_mismatch(role, net, registry))
+        if self.train_set is not None:
+            self.output_range = getattr(generator, "out", "sigmoid")
+
+    def _shape_mismatch(
+        self, role: str, net: nn.Module, registry: dict[str, type[nn.Module]]
+    ) -> str:
+        """The message for a ``role`` network that does not fit the data, naming those that do."""
+
+        def shape(size: int | None) -> str:
+            return "2-D points" if size is None else f"{size} x {size} images"
+
+        kind = next((k for k, cls in registry.items() if type(net) is cls), type(net).__name__)
+        fits = [
+            k for k, cls in registry.items() if getattr(cls, "image_size", None) == self.image_size
+        ]
+        made = shape(getattr(net, "image_size", None))
+        if fits:
+            advice = f"use {role}.kind = {' or '.join(repr(k) for k in fits)}"
+        else:
+            sizes = ", ".join(
+                f"{k!r} ({shape(getattr(cls, 'image_size', None))})" for k, cls in registry.items()
             )
+            advice = (
+                f"no {role} kind that gradpen ships fits them (kinds: {sizes}); choose "
+                "data.name = 'mnist5k' or 'mnist' (28 x 28), or train your own networks on "
+                f"gradpen.data.get_image_dataset({self.name!r}) through the library API"
+            )
+        return (
+            f"data {self.name!r} holds {shape(self.image_size)}, but the {role} kind {kind!r} "
+            f"works on {made}: {advice}."
+        )
 
     def batch(self, n: int) -> tuple[Tensor, Tensor | None]:
         """``n`` real samples (in the generator's range) and their labels when conditional."""
@@ -62,7 +107,9 @@ def make_source(config: Config, device: torch.device) -> BatchSource:
     """The batch source for ``config.data``."""
     data = config.data
     if data.name in TOY_DATA:
-        return BatchSource(device, toy=get_toy(data.name))
+        return BatchSource(device, data.name, toy=get_toy(data.name))
     full = get_image_dataset(data.name, data.root or None)
     train_set, heldout = split_holdout(full, data.holdout, seed=HOLDOUT_SEED)
-    return BatchSource(device, train_set=train_set, heldout=heldout, conditional=data.conditional)
+    return BatchSource(
+        device, data.name, train_set=train_set, heldout=heldout, conditional=data.conditional
+    )

@@ -159,7 +159,7 @@ class Trainer:
         self.D = build_critic(config.critic.kind, **critic_options).to(self.device)
         if config.train.spectral_norm:
             spectral_norm(self.D)
-        self.data.check_generator(self.G)
+        self.data.check_networks(self.G, self.D)
         # Training forwards go through these (DDP wrappers under torchrun, else G and D).
         self.G_train = distributed.wrap(self.G, self.dist, self.device)
         self.D_train = distributed.wrap(self.D, self.dist, self.device)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +47,13 @@ def train(
                 raise UserError("--resume continues a run with its saved config; drop CONFIG")
             trainer = _reopen(resume, overrides)
             if trainer.checkpoint_path.is_file():
-                trainer.load_state_dict(load_checkpoint(trainer.checkpoint_path))
+                state = load_checkpoint(trainer.checkpoint_path)
+                trainer.load_state_dict(state)
+                saved_steps = tomllib.loads(state["config_toml"])["train"]["steps"]
+                t = trainer.config.train
+                note = schedule_change(saved_steps, t.steps, trainer.step, t.lr_decay)
+                if note is not None and trainer.dist.is_main:
+                    print(f"gradpen train: {note}", file=sys.stderr)
         else:
             config = load(config_path, list(overrides))
             run_dir = Path(out) if out is not None else _default_run_dir(config_path)
@@ -65,6 +73,37 @@ def train(
         raise
     distributed.leave()
     return trainer, summary
+
+
+def schedule_change(old_steps: int, new_steps: int, step: int, lr_decay: str) -> str | None:
+    """How the schedule continues when a resume changes ``train.steps``; None if unchanged.
+
+    The linear decay is ``1 - s / train.steps`` of the base learning rates at generator step
+    ``s``, computed from the current config: a new length re-times the rest of the run, so the
+    rates jump at the resumed step from the old schedule's value to the new one's.
+
+    Args:
+        old_steps: ``train.steps`` of the checkpointed run.
+        new_steps: ``train.steps`` of the resumed run.
+        step: the generator step the run resumes at.
+        lr_decay: ``"linear"`` or ``"none"``.
+
+    Returns:
+        One sentence for the user, or None when the length did not change.
+    """
+    if new_steps == old_steps:
+        return None
+    head = f"train.steps changed from {old_steps} to {new_steps} on resume at step {step}"
+    if new_steps <= step:
+        return f"{head}: the run has already reached {new_steps} steps and stops here."
+    if lr_decay != "linear":
+        return f"{head}: the run continues to step {new_steps} at its constant learning rates."
+    before, after = (max(0.0, 1.0 - step / n) for n in (old_steps, new_steps))
+    return (
+        f"{head}: the linear learning-rate decay is re-timed to the new length, so the learning "
+        f"rates go from {before:.3g} to {after:.3g} x their base values now and fall linearly "
+        f"to 0 at step {new_steps}."
+    )
 
 
 def _reopen(run_dir: str | Path, overrides: list[str]) -> Trainer:
