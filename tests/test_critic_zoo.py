@@ -111,7 +111,7 @@ def hand_points(
         return fake
     other = fake
     if at == "perturbed":
-        std = real.std(dim=0, keepdim=True, unbiased=False)
+        std = real.std(unbiased=False)  # the official code's one std over the whole batch
         other = real + 0.5 * std * torch.rand(real.shape, generator=generator, dtype=DTYPE)
     eps = torch.rand(per_sample, generator=generator, dtype=DTYPE)
     return eps * real + (1 - eps) * other
