@@ -17,6 +17,8 @@ NORMS = ("none", "layer", "batch")
 NOISES = ("gaussian", "uniform")
 CONDITIONINGS = ("onehot", "concat", "embed")
 LEAKY_SLOPE = 0.2
+# ``image_size`` of a network that reads images of any side (a fully convolutional critic).
+ANY_IMAGE_SIZE = -1
 
 
 def check_choice(what: str, value: str, valid: tuple[str, ...]) -> str:

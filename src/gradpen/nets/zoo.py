@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from gradpen.errors import UserError
 from gradpen.lipschitz import spectral_norm
-from gradpen.nets._common import make_activation, make_norm
+from gradpen.nets._common import ANY_IMAGE_SIZE, make_activation, make_norm
 
 __all__ = [
     "AudioCritic",
@@ -94,6 +94,8 @@ class PatchGANCritic(nn.Module):
     Shapes:
         ``(B, C, H, W) -> (B, 1, H', W')``.
     """
+
+    image_size = ANY_IMAGE_SIZE  # fully convolutional: images of any side
 
     def __init__(
         self,

@@ -11,6 +11,7 @@ from gradpen.data.mnist import ImageDataset, get_image_dataset, split_holdout, t
 from gradpen.data.toys import ToyDistribution, get_toy
 from gradpen.errors import UserError
 from gradpen.nets import CRITICS, GENERATORS
+from gradpen.nets._common import ANY_IMAGE_SIZE
 from gradpen.train.config import TOY_DATA, Config
 
 HOLDOUT_SEED = 0
@@ -52,10 +53,14 @@ class BatchSource:
             ("generator", generator, GENERATORS),
             ("critic", critic, CRITICS),
         ):
-            if getattr(net, "image_size", None) != self.image_size:
+            if not self._fits(getattr(net, "image_size", None)):
                 raise UserError(self._shape_mismatch(role, net, registry))
         if self.train_set is not None:
             self.output_range = getattr(generator, "out", "sigmoid")
+
+    def _fits(self, size: int | None) -> bool:
+        """Whether a network of ``image_size`` ``size`` takes this data's samples."""
+        return size == self.image_size or (size == ANY_IMAGE_SIZE and self.image_size is not None)
 
     def _shape_mismatch(
         self, role: str, net: nn.Module, registry: dict[str, type[nn.Module]]
@@ -63,12 +68,12 @@ class BatchSource:
         """The message for a ``role`` network that does not fit the data, naming those that do."""
 
         def shape(size: int | None) -> str:
+            if size == ANY_IMAGE_SIZE:
+                return "images of any size"
             return "2-D points" if size is None else f"{size} x {size} images"
 
         kind = next((k for k, cls in registry.items() if type(net) is cls), type(net).__name__)
-        fits = [
-            k for k, cls in registry.items() if getattr(cls, "image_size", None) == self.image_size
-        ]
+        fits = [k for k, cls in registry.items() if self._fits(getattr(cls, "image_size", None))]
         made = shape(getattr(net, "image_size", None))
         if fits:
             advice = f"use {role}.kind = {' or '.join(repr(k) for k in fits)}"
