@@ -42,12 +42,12 @@ def _train(args: argparse.Namespace) -> None:
 
 def _sample(args: argparse.Namespace) -> None:
     from gradpen.train import open_run
-    from gradpen.train.evaluate import sample_images01, save_npz
+    from gradpen.train.samples import human_size, write_samples
 
     if args.n < 1:
         raise UserError(f"-n must be >= 1, got {args.n}")
-    x, y = sample_images01(open_run(args.run_dir), args.n)
-    print(f"wrote {save_npz(Path(args.out), x, y)}: x {tuple(x.shape)}")
+    path, shape, size = write_samples(open_run(args.run_dir), args.n, Path(args.out))
+    print(f"wrote {path} ({human_size(size)}): x {shape}")
 
 
 def _eval(args: argparse.Namespace) -> None:
