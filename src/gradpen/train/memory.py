@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.parametrize import is_parametrized
 
 from gradpen.errors import UserError
 from gradpen.train.checkpoint import CHECKPOINT_NAME
@@ -101,13 +102,20 @@ def _probing(trainer: Trainer) -> Iterator[None]:
 
 
 def _output_bytes(net: nn.Module, run: list[int]) -> list[torch.utils.hooks.RemovableHandle]:
-    """Hooks adding the bytes of every layer output of ``net`` to ``run[0]``."""
+    """Hooks adding the bytes of every layer output of ``net`` to ``run[0]`` (a layer: a module
+    without children, or one with a parametrization such as spectral norm; not the
+    parametrization's own modules, whose outputs are weights, not activations)."""
 
     def count(module: nn.Module, inputs: object, output: object) -> None:
         if isinstance(output, Tensor):
             run[0] += output.numel() * output.element_size()
 
-    return [m.register_forward_hook(count) for m in net.modules() if not list(m.children())]
+    layers = [
+        m
+        for name, m in net.named_modules()
+        if (not list(m.children()) or is_parametrized(m)) and ".parametrizations." not in name
+    ]
+    return [m.register_forward_hook(count) for m in layers]
 
 
 def step_bytes_per_sample(trainer: Trainer) -> int:
