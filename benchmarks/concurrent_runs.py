@@ -4,7 +4,9 @@ Each repeat times one ``gradpen train`` alone, then two started at the same mome
 have finished), for every setting compared; the settings alternate within a repeat so that a
 burst of load from elsewhere hits them alike. It prints the median wall times and the ratio
 (pair / alone): 1.0 when the two runs found a core each, 2.0 when they only took turns, more
-when their threads fought over the cores.
+when their threads fought over the cores. On a machine busy with other work the wall times
+swing with that work; the CPU seconds per run (user + system, of the runs themselves) do not: they
+stay near the alone value when the runs do not oversubscribe, and grow when idle threads spin.
 
     python benchmarks/concurrent_runs.py --repeats 3
     python benchmarks/concurrent_runs.py --config configs/mnist/wgangp.toml --steps 20
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -42,14 +45,19 @@ def train_command(config: str, steps: int, out: Path, extra: list[str]) -> list[
     ]
 
 
-def wall_time(commands: list[list[str]]) -> float:
-    """Seconds from starting ``commands`` together until the last one has finished."""
+def timed(commands: list[list[str]]) -> tuple[float, float]:
+    """Seconds from starting ``commands`` together until the last one has finished, and the CPU
+    seconds (user + system) they used, per command."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     procs = [subprocess.Popen(c, stdout=subprocess.DEVNULL, cwd=ROOT) for c in commands]
     codes = [p.wait() for p in procs]
+    wall = time.perf_counter() - start
     if any(codes):
         raise RuntimeError(f"a run failed (exit codes {codes}): {commands[0]}")
-    return time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return wall, cpu / len(commands)
 
 
 def main() -> int:
@@ -64,7 +72,8 @@ def main() -> int:
         help="one --set value per setting compared",
     )
     args = parser.parse_args()
-    times: dict[str, dict[str, list[float]]] = {s: {"alone": [], "pair": []} for s in args.settings}
+    keys = ("alone", "pair", "alone cpu", "pair cpu")
+    times: dict[str, dict[str, list[float]]] = {s: {k: [] for k in keys} for s in args.settings}
     print(f"{args.config}, {args.steps} steps, {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
@@ -75,18 +84,28 @@ def main() -> int:
                     train_command(args.config, args.steps, base / f"pair{k}", [setting])
                     for k in (0, 1)
                 ]
-                times[setting]["alone"].append(wall_time(alone))
-                times[setting]["pair"].append(wall_time(pair))
-                ratio = times[setting]["pair"][-1] / times[setting]["alone"][-1]
+                run = times[setting]
+                for name, commands in (("alone", alone), ("pair", pair)):
+                    wall, cpu = timed(commands)
+                    run[name].append(wall)
+                    run[f"{name} cpu"].append(cpu)
+                ratio = run["pair"][-1] / run["alone"][-1]
                 print(
-                    f"repeat {repeat + 1} {setting:<18} alone {times[setting]['alone'][-1]:6.1f} s"
-                    f"  pair {times[setting]['pair'][-1]:6.1f} s  ratio {ratio:.2f}",
+                    f"repeat {repeat + 1} {setting:<18} alone {run['alone'][-1]:6.1f} s"
+                    f"  pair {run['pair'][-1]:6.1f} s  ratio {ratio:.2f}"
+                    f"  (load {os.getloadavg()[0]:.1f})",
                     flush=True,
                 )
-    print(f"\n{'setting':<20}{'alone s':>10}{'pair s':>10}{'pair/alone':>12}  (medians)")
-    for setting, runs in times.items():
-        alone, pair = statistics.median(runs["alone"]), statistics.median(runs["pair"])
-        print(f"{setting:<20}{alone:>10.1f}{pair:>10.1f}{pair / alone:>12.2f}")
+    print(
+        f"\n{'setting':<20}{'alone s':>10}{'pair s':>10}{'pair/alone':>12}"
+        f"{'cpu s/run alone':>17}{'cpu s/run pair':>16}  (medians)"
+    )
+    for setting, run in times.items():
+        med = {k: statistics.median(v) for k, v in run.items()}
+        print(
+            f"{setting:<20}{med['alone']:>10.1f}{med['pair']:>10.1f}"
+            f"{med['pair'] / med['alone']:>12.2f}{med['alone cpu']:>17.1f}{med['pair cpu']:>16.1f}"
+        )
     return 0
 
 
