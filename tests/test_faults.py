@@ -232,7 +232,7 @@ def test_every_unreadable_checkpoint_is_exit_2_with_the_path(run_copy, tmp_path,
         ),
         (
             ["penalty.name='dragan'", "penalty.options.noise='pink'"],
-            r"penalty.options.noise = 'pink' is not allowed; choose one of: uniform, gaussian",
+            r"penalty.options.noise must be 'uniform' or 'gaussian', got 'pink'",
         ),
     ],
 )

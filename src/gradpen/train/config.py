@@ -18,7 +18,7 @@ from typing import Any, get_type_hints
 from gradpen.errors import UserError
 from gradpen.losses import LOSSES
 from gradpen.outputs import REDUCTIONS
-from gradpen.registry import PENALTIES
+from gradpen.registry import OPTION_BOUNDS, PENALTIES
 
 
 @dataclass
@@ -106,7 +106,6 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "penalty.name": tuple(PENALTIES),
     "penalty.reduce": REDUCTIONS,
 }
-NOISES = ("uniform", "gaussian")  # DRAGAN's perturbation (gradpen.penalties.perturb)
 SECTIONS = tuple(f.name for f in dataclasses.fields(Config) if f.name != "seed")
 
 
@@ -238,24 +237,14 @@ def validate(config: Config) -> None:
 
 
 def _check_penalty_options(penalty: PenaltyConfig) -> None:
-    """The penalty options that have a meaning, checked before any training.
+    """The penalty options' values, checked before any training against the registry's bounds.
 
-    Unknown options are refused by :class:`~gradpen.Penalty` when the run starts; here the values
-    of the known ones: a norm's ``target`` is a finite number >= 0, DRAGAN's ``scale`` too.
+    Unknown options are refused by :class:`~gradpen.Penalty` when the run starts.
     """
     for key, value in penalty.options.items():
-        path = f"penalty.options.{key}"
-        if key in ("target", "scale"):
-            number = isinstance(value, int | float) and not isinstance(value, bool)
-            if not number or not math.isfinite(value) or value < 0:
-                what = "a gradient norm cannot be negative" if key == "target" else "a spread"
-                raise UserError(f"{path} must be a finite number >= 0 ({what}), got {value!r}")
-        elif key == "one_sided" and not isinstance(value, bool):
-            raise UserError(f"{path} must be true or false, got {value!r}")
-        elif key == "noise" and value not in NOISES:
-            raise UserError(
-                f"{path} = {value!r} is not allowed; choose one of: {', '.join(NOISES)}"
-            )
+        bound = OPTION_BOUNDS.get(key)
+        if bound is not None and not bound[0](value):
+            raise UserError(f"penalty.options.{key} must be {bound[1]}, got {value!r}")
 
 
 def threads_for(config: Config) -> int | None:

@@ -27,9 +27,10 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrize import is_parametrized
 
 from gradpen.errors import UserError
+from gradpen.outputs import critic_output
 from gradpen.train.checkpoint import CHECKPOINT_NAME
 from gradpen.train.config import Config
-from gradpen.train.loop import Trainer, generate, score
+from gradpen.train.loop import Trainer, generate
 
 _CPU_REQUEST = re.compile(r"tried to allocate (\d+) bytes")
 _CUDA_REQUEST = re.compile(r"Tried to allocate ([\d.]+ [KMGTP]?i?B)")
@@ -126,7 +127,7 @@ def step_bytes_per_sample(trainer: Trainer) -> int:
         with _probing(trainer):
             real, y = trainer.data.batch(PROBE_BATCH)
             generate(trainer.G, PROBE_BATCH, y, trainer.device)
-            score(trainer.D, real, y)
+            critic_output(trainer.D, real, y)
     finally:
         for hook in hooks:
             hook.remove()
