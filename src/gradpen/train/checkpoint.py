@@ -29,13 +29,14 @@ from gradpen.errors import UserError
 
 CHECKPOINT_NAME = "last.pt"
 PAUSE_VARIABLE = "GRADPEN_CHECKPOINT_PAUSE"
+WEIGHTS_ONLY_REFUSAL = "Weights only load failed"  # how torch words a refused object
 
 
 def _temporary_prefix(path: Path) -> str:
     return f".{path.name}."
 
 
-def _replace_atomically(path: Path, write: Callable[[IO[bytes]], None], pause: float = 0) -> None:
+def replace_atomically(path: Path, write: Callable[[IO[bytes]], None], pause: float = 0) -> None:
     """Write ``path`` through ``write`` into a temp file, fsync it, then ``os.replace`` it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=_temporary_prefix(path), suffix=".tmp", dir=path.parent)
@@ -60,12 +61,12 @@ def _replace_atomically(path: Path, write: Callable[[IO[bytes]], None], pause: f
 def save_atomic(state: dict[str, Any], path: Path) -> None:
     """Write ``state`` to ``path`` atomically (temp file + fsync + ``os.replace``)."""
     pause = float(os.environ.get(PAUSE_VARIABLE, "0") or 0)
-    _replace_atomically(path, lambda handle: torch.save(state, handle), pause)
+    replace_atomically(path, lambda handle: torch.save(state, handle), pause)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically: a reader sees the old or the new text, never half."""
-    _replace_atomically(path, lambda handle: handle.write(text.encode()))
+    replace_atomically(path, lambda handle: handle.write(text.encode()))
 
 
 def remove_stale_temporaries(path: Path) -> list[Path]:
@@ -79,19 +80,39 @@ def remove_stale_temporaries(path: Path) -> list[Path]:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True``; anything else is refused with a UserError."""
+    """Read a checkpoint with ``weights_only=True``; anything else is refused with a UserError.
+
+    Whatever the file's bytes (truncated, overwritten, another format, a pickle that would run
+    code), the result is a checkpoint dict or a UserError naming the path and what to do.
+    """
     if not path.is_file():
         raise UserError(f"no checkpoint at {str(path)!r}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
+        if WEIGHTS_ONLY_REFUSAL not in str(error):
+            raise UserError(_unreadable(path, error)) from None
         raise UserError(
             f"refusing to load {str(path)!r}: it holds objects other than tensors and plain data, "
             "which a safe (weights_only) load does not run. gradpen never writes such files; do "
             f"not load it unless you made it yourself. Details: {error}"
         ) from None
-    except (RuntimeError, EOFError) as error:
-        raise UserError(f"checkpoint {str(path)!r} is unreadable: {error}") from None
+    except Exception as error:  # any bytes at all may sit in the file
+        raise UserError(_unreadable(path, error)) from None
+    if not isinstance(state, dict) or "step" not in state:
+        raise UserError(_unreadable(path, f"it holds a {type(state).__name__}, not a checkpoint"))
+    return state
+
+
+def _unreadable(path: Path, error: BaseException | str) -> str:
+    """The message for a checkpoint file that cannot be read, with what to do about it."""
+    detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return (
+        f"checkpoint {str(path)!r} is unreadable (not a gradpen checkpoint, or damaged: {detail}). "
+        "gradpen replaces checkpoints atomically, so something else changed this file: put back "
+        "a copy of it, or delete it to retrain this run from step 0 with --resume (its "
+        "config.toml is kept), or start a new run with another --out"
+    )
 
 
 def check_writable(run_dir: Path, needed_bytes: int) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any, get_type_hints
 from gradpen.errors import UserError
 from gradpen.losses import LOSSES
 from gradpen.outputs import REDUCTIONS
-from gradpen.registry import PENALTIES
+from gradpen.registry import OPTION_BOUNDS, PENALTIES
 
 
 @dataclass
@@ -56,7 +57,7 @@ class TrainConfig:
     clip: float = 0.0  # weight clipping of the critic after each step; 0 turns it off
     spectral_norm: bool = False  # spectral normalization on every critic layer
     device: str = "cpu"
-    threads: int = 0  # CPU threads for torch (torch.set_num_threads); 0 keeps torch's default
+    threads: int = 0  # CPU threads for torch; 0 = auto (see threads_for), a number wins
 
 
 @dataclass
@@ -220,7 +221,8 @@ def validate(config: Config) -> None:
     ]:
         _check_positive(path, value, allow_zero=True)
     if t.threads < 0:
-        raise UserError(f"train.threads must be >= 0 (0 = torch's default), got {t.threads}")
+        raise UserError(f"train.threads must be >= 0 (0 = automatic), got {t.threads}")
+    _check_penalty_options(config.penalty)
     if t.ema >= 1:
         raise UserError(f"train.ema must be in [0, 1), got {t.ema}")
     for path, betas in [("train.g_betas", t.g_betas), ("train.d_betas", t.d_betas)]:
@@ -232,6 +234,38 @@ def validate(config: Config) -> None:
         raise UserError("data.name = 'mnist' needs data.root: the folder holding the IDX files")
     if config.data.conditional and config.data.name in TOY_DATA:
         raise UserError(f"data.conditional needs labels; {config.data.name!r} has none")
+
+
+def _check_penalty_options(penalty: PenaltyConfig) -> None:
+    """The penalty options' values, checked before any training against the registry's bounds.
+
+    Unknown options are refused by :class:`~gradpen.Penalty` when the run starts.
+    """
+    for key, value in penalty.options.items():
+        bound = OPTION_BOUNDS.get(key)
+        if bound is not None and not bound[0](value):
+            raise UserError(f"penalty.options.{key} must be {bound[1]}, got {value!r}")
+
+
+def threads_for(config: Config) -> int | None:
+    """The CPU threads a run uses: ``train.threads`` when set, else an automatic choice.
+
+    Automatic (``train.threads = 0``): one thread when both networks are MLPs (the toys), where
+    more threads make a step no faster and, beside another run, many times slower (they spin on
+    a busy core: ``benchmarks/thread_crossover.py``, ``benchmarks/concurrent_runs.py``); half of
+    the CPUs (at least one) for convolutional networks, so that two runs side by side do not
+    oversubscribe the machine. ``None`` when ``OMP_NUM_THREADS`` is set: torch follows it.
+    """
+    if config.train.threads:
+        return config.train.threads
+    if "OMP_NUM_THREADS" in os.environ:
+        return None
+    if config.generator.kind == "mlp" and config.critic.kind == "mlp":
+        return 1
+    usable = (
+        os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    )
+    return max(1, len(usable) // 2)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -43,7 +43,7 @@ from gradpen.train.checkpoint import (
     save_atomic,
     write_text_atomic,
 )
-from gradpen.train.config import TOY_DATA, Config, to_toml
+from gradpen.train.config import TOY_DATA, Config, threads_for, to_toml
 from gradpen.train.data import BatchSource, make_source
 from gradpen.train.distributed import DistEnv
 from gradpen.train.evaluate import (
@@ -140,10 +140,11 @@ class Trainer:
         self.config = config
         self.run_dir = run_dir
         self.dist: DistEnv
-        if config.train.threads:
+        threads = threads_for(config)
+        if threads is not None:
             # Small networks gain nothing from intra-op threads, and on a busy machine the
             # threads' spin-waits can make each step many times slower.
-            torch.set_num_threads(config.train.threads)
+            torch.set_num_threads(threads)
         self.dist, self.device = distributed.join(_resolve_device(config.train.device))
         torch.manual_seed(config.seed)
         self.data: BatchSource = make_source(config, self.device)

@@ -12,7 +12,9 @@ from gradpen.errors import UserError
 from gradpen.train import distributed
 from gradpen.train.checkpoint import load_checkpoint
 from gradpen.train.config import Config, apply_overrides, from_dict, load, read_toml
+from gradpen.train.lock import RunLock
 from gradpen.train.loop import Trainer
+from gradpen.train.memory import check_step_memory, is_out_of_memory, out_of_memory_error
 
 
 def _default_run_dir(config_path: str | None) -> Path:
@@ -38,17 +40,24 @@ def train(
 ) -> tuple[Trainer, dict[str, Any]]:
     """Train a new run (from a config) or continue one (``resume``); returns the summary.
 
-    A run killed before its first checkpoint resumes from step 0 with its saved config. Under
-    torchrun every rank calls this; the process group is destroyed on the way out.
+    The run directory is locked for the whole call (:class:`RunLock`): a second writer stops
+    with a UserError. A run killed before its first checkpoint resumes from step 0 with its saved
+    config. Running out of memory stops with a UserError naming the sizes to lower; the last good
+    checkpoint is kept. Under torchrun every rank calls this (rank 0 alone takes the lock); the
+    process group is destroyed on the way out.
     """
+    lock: RunLock | None = None
+    config: Config | None = None
+    run_dir = Path(resume if resume is not None else out or _default_run_dir(config_path))
     try:
         if resume is not None:
             if config_path is not None:
                 raise UserError("--resume continues a run with its saved config; drop CONFIG")
-            trainer = _reopen(resume, overrides)
+            config = _saved_config(run_dir, overrides)
+            lock = _lock(run_dir)
+            trainer = Trainer(config, run_dir)
             if trainer.checkpoint_path.is_file():
-                state = load_checkpoint(trainer.checkpoint_path)
-                trainer.load_state_dict(state)
+                state = restore(trainer, trainer.checkpoint_path)
                 saved_steps = tomllib.loads(state["config_toml"])["train"]["steps"]
                 t = trainer.config.train
                 note = schedule_change(saved_steps, t.steps, trainer.step, t.lr_decay)
@@ -56,21 +65,27 @@ def train(
                     print(f"gradpen train: {note}", file=sys.stderr)
         else:
             config = load(config_path, list(overrides))
-            run_dir = Path(out) if out is not None else _default_run_dir(config_path)
+            lock = _lock(run_dir)  # before the check: a run started beside us sees the lock
             if _holds_a_run(run_dir):
                 raise UserError(
                     f"{str(run_dir)!r} already holds a run; continue it with --resume {run_dir} "
                     "or choose another --out"
                 )
             trainer = Trainer(config, run_dir)
+        check_step_memory(trainer)
         trainer.drop_metrics_after_checkpoint()
         summary = trainer.train()
     except (KeyboardInterrupt, UserError):
         distributed.leave()  # the ranks agree on these stops: every rank is leaving too
         raise
-    except BaseException:
+    except BaseException as error:
         distributed.leave(wait_for_others=False)
+        if config is not None and is_out_of_memory(error):
+            raise out_of_memory_error(error, config, run_dir) from None
         raise
+    finally:
+        if lock is not None:
+            lock.release()
     distributed.leave()
     return trainer, summary
 
@@ -106,18 +121,45 @@ def schedule_change(old_steps: int, new_steps: int, step: int, lr_decay: str) ->
     )
 
 
-def _reopen(run_dir: str | Path, overrides: list[str]) -> Trainer:
-    """A fresh trainer with the saved config of ``run_dir`` (plus ``overrides``)."""
-    run_dir = Path(run_dir)
+def _lock(run_dir: Path) -> RunLock | None:
+    """The writer lock of ``run_dir``, taken by the process that writes (rank 0 under torchrun)."""
+    if not distributed.env_from().is_main:
+        return None
+    lock = RunLock(run_dir)
+    lock.acquire()
+    return lock
+
+
+def _saved_config(run_dir: Path, overrides: list[str]) -> Config:
+    """The config saved in ``run_dir`` (plus ``overrides``)."""
     config_file = run_dir / "config.toml"
     if not config_file.is_file():
         raise UserError(f"{str(run_dir)!r} is not a run directory (no config.toml)")
-    config: Config = from_dict(apply_overrides(read_toml(config_file), list(overrides)))
-    return Trainer(config, run_dir)
+    return from_dict(apply_overrides(read_toml(config_file), list(overrides)))
 
 
 def open_run(run_dir: str | Path, overrides: list[str] = ()) -> Trainer:
     """The trainer of an existing run, its networks restored from ``checkpoints/last.pt``."""
-    trainer = _reopen(run_dir, overrides)
-    trainer.load_state_dict(load_checkpoint(trainer.checkpoint_path))
+    run_dir = Path(run_dir)
+    trainer = Trainer(_saved_config(run_dir, list(overrides)), run_dir)
+    restore(trainer, trainer.checkpoint_path)
     return trainer
+
+
+def restore(trainer: Trainer, path: Path) -> dict[str, Any]:
+    """Load the checkpoint at ``path`` into ``trainer`` and return it; a file that is not a
+    checkpoint of this run (unreadable, or made for other networks) is a UserError saying what
+    to do."""
+    state = load_checkpoint(path)
+    try:
+        trainer.load_state_dict(state)
+    except UserError:
+        raise
+    except Exception as error:  # a mismatch of a loaded file is the file's fault
+        raise UserError(
+            f"checkpoint {str(path)!r} does not fit this run ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else 'no details'}). It was not written "
+            f"for the networks in {str(trainer.run_dir / 'config.toml')!r}: put back the "
+            "checkpoint of this run, or start a new run with another --out"
+        ) from None
+    return state
