@@ -51,6 +51,7 @@ import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -61,6 +62,7 @@ from gradpen.approx import sub_batch, wgan_gp_finite_difference
 from gradpen.losses import d_loss
 from gradpen.nets import DCGANCritic28, MLPCritic
 from gradpen.nets.zoo import MultiScaleCritic, PatchGANCritic, ResNetGNCritic, ViTCritic
+from gradpen.outputs import scores
 
 WEIGHT = 10.0
 LAZY_EVERY = 16
@@ -68,7 +70,12 @@ Objective = Callable[[nn.Module, Tensor, Tensor, int], Tensor]
 
 
 def wgan_loss(critic: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
-    return d_loss("wgan", critic(real), critic(fake))
+    return wgan_loss_of(critic(real), critic(fake), real.shape[0])
+
+
+def wgan_loss_of(real_out: Any, fake_out: Any, batch: int) -> Tensor:
+    """The WGAN loss on a critic's outputs of any form (patch maps: the mean over patches)."""
+    return d_loss("wgan", scores(real_out, batch, "mean"), scores(fake_out, batch, "mean"))
 
 
 def plain(critic: nn.Module, real: Tensor, fake: Tensor, step: int) -> Tensor:
@@ -80,9 +87,9 @@ def naive_wgan_gp(critic: nn.Module, real: Tensor, fake: Tensor, step: int) -> T
     loss = wgan_loss(critic, real, fake)
     eps = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), device=real.device)
     x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
-    scores = critic(x_hat)
+    per_sample = scores(critic(x_hat), real.shape[0])
     (g,) = torch.autograd.grad(
-        scores, x_hat, torch.ones_like(scores), create_graph=True, retain_graph=True
+        per_sample, x_hat, torch.ones_like(per_sample), create_graph=True, retain_graph=True
     )
     return loss + WEIGHT * ((g.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
 
@@ -126,7 +133,7 @@ def reusing(penalty: gp.Penalty) -> Objective:
             real_scores=real_scores,
             fake_scores=fake_scores,
         )
-        return d_loss("wgan", real_scores, fake_scores) + term
+        return wgan_loss_of(real_scores, fake_scores, real.shape[0]) + term
 
     return objective
 
@@ -284,7 +291,8 @@ class CriticProblem:
     label: str
 
 
-# Zoo critics are sized so that a --quick run takes about a minute on a CPU.
+# The zoo critics are sized so that a --quick run takes minutes on a small CPU; a GPU run
+# would rather use the published widths and a larger --batch.
 CRITICS: dict[str, CriticProblem] = {
     "dcgan": CriticProblem(DCGANCritic28, 64, image_batches(1, 28, 28), "DCGAN-28"),
     "mlp": CriticProblem(MLPCritic, 256, eight_gaussians, "toy MLP"),
@@ -295,22 +303,22 @@ CRITICS: dict[str, CriticProblem] = {
         "ResNet-GroupNorm 32 px (width 32)",
     ),
     "patchgan": CriticProblem(
-        lambda: PatchGANCritic(3, width=16),
-        16,
+        lambda: PatchGANCritic(3, width=8),
+        8,
         image_batches(3, 64, 64),
-        "PatchGAN 64 px (width 16)",
+        "PatchGAN 64 px (width 8)",
     ),
     "vit": CriticProblem(
-        lambda: ViTCritic(3, 32, patch=4, dim=64, depth=2, heads=4),
+        lambda: ViTCritic(3, 32, patch=4, dim=32, depth=2, heads=4),
         16,
         image_batches(3, 32, 32),
-        "ViT 32 px (patch 4, dim 64, depth 2, 4 heads)",
+        "ViT 32 px (patch 4, dim 32, depth 2, 4 heads)",
     ),
     "multiscale": CriticProblem(
-        lambda: MultiScaleCritic(3, width=8, scales=3),
-        16,
+        lambda: MultiScaleCritic(3, width=4, scales=3),
+        8,
         image_batches(3, 64, 64),
-        "multi-scale PatchGAN 64 px (3 scales, width 8)",
+        "multi-scale PatchGAN 64 px (3 scales, width 4)",
     ),
 }
 CRITIC_GROUPS = {"both": ("dcgan", "mlp"), "all": tuple(CRITICS)}

@@ -195,6 +195,8 @@ def assert_close_with_parameter_grads(
 # --- Penalty against the reference -------------------------------------------------------------
 
 
+# A fast-path twin that fails falls back to plain autograd with a RuntimeWarning: none may here.
+@pytest.mark.filterwarnings("error::RuntimeWarning")
 @pytest.mark.parametrize("fast", [True, False], ids=["fast", "plain"])
 @pytest.mark.parametrize("name", EXACT)
 @pytest.mark.parametrize(("critic_name", "reduce"), CRITIC_CASES)

@@ -168,13 +168,14 @@ class FrozenBackboneHeads(nn.Module):
 
     The backbone (strided convs) has ``requires_grad=False`` on every parameter: only the heads
     train, but the penalty's input gradient still runs through the backbone. Two heads read its
-    features: ``"patch"``, a 1x1 conv giving a patch map, and ``"global"``, a linear layer on the
-    spatially averaged features giving one score per sample.
+    features: ``"patch"``, a 1x1 conv giving a patch map, and ``"global"``, a two-layer MLP on
+    the spatially averaged features giving one score per sample.
 
     Args:
         in_channels: image channels ``C``.
         width: channels of the backbone's first conv (doubled once).
-        activation: the backbone's and the global head's activation (see :class:`PatchGANCritic`).
+        activation: the backbone's and the global head's activation (see
+            :class:`PatchGANCritic`).
 
     Shapes:
         ``(B, C, H, W) -> {"patch": (B, 1, H', W'), "global": (B, 1)}``.
