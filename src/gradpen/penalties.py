@@ -77,6 +77,14 @@ def interpolate(real: Tensor, fake: Tensor, *, generator: torch.Generator | None
 
     Works for any rank (2-D points, images, sequences). The result is detached: the penalty
     trains the critic, so no gradient may flow back into the generator that made ``fake``.
+
+    Args:
+        real: real samples, shape ``(B, ...)``.
+        fake: generated samples, the same shape as ``real``.
+        generator: the random generator that draws ``eps`` (None: torch's default).
+
+    Returns:
+        The interpolates, shape ``(B, ...)``, detached; ``eps`` has shape ``(B, 1, ..., 1)``.
     """
     check_pair(real, fake)
     eps = torch.rand(
@@ -98,6 +106,15 @@ def perturb(
     ``u ~ U[0, 1)`` per element, as in the official DRAGAN code; ``noise="gaussian"`` draws
     ``u ~ N(0, 1)``, the paper's ``N(0, c * sigma)`` variant. A batch of one has no spread,
     so its std is zero and the point is returned unchanged.
+
+    Args:
+        real: real samples, shape ``(B, ...)``.
+        scale: the multiple of the batch's standard deviation, finite and >= 0.
+        noise: ``"uniform"`` or ``"gaussian"``.
+        generator: the random generator that draws ``u`` (None: torch's default).
+
+    Returns:
+        The perturbed reals, shape ``(B, ...)``, detached.
     """
     check_batch(real, "real")
     if noise not in ("uniform", "gaussian"):
@@ -177,11 +194,13 @@ def wgan_gp(
 
     Args:
         critic: the critic.
-        real, fake: batches of the same shape ``(B, ...)``.
+        real: real samples, shape ``(B, ...)``.
+        fake: generated samples, the same shape as ``real``.
         target: the norm aimed at.
         one_sided: ``max(0, ||g|| - target)^2``: only norms above the target cost.
         generator: seeds the interpolation coefficients.
-        **how: see the comment above (``cond``, ``fast``, ``reduce``, ...).
+        **how: how the input gradient is taken, as for :func:`gradpen.input_gradient`:
+            ``cond``, ``allow_batchnorm``, ``scaler``, ``fast``, ``reduce``.
 
     Returns:
         Shape ``(B,)``.
@@ -198,7 +217,8 @@ def r1(critic: Critic, real: Tensor, *, scores: Any = None, **how: Any) -> Tenso
         real: the real batch, shape ``(B, ...)``.
         scores: the critic's outputs on ``real`` from the loss's forward (``real`` must require
             grad and be the tensor that produced them): the gradient then reuses that forward.
-        **how: see the comment above (``cond``, ``fast``, ``reduce``, ...).
+        **how: how the input gradient is taken, as for :func:`gradpen.input_gradient`:
+            ``cond``, ``allow_batchnorm``, ``scaler``, ``fast``, ``reduce``.
 
     Returns:
         Shape ``(B,)``.
@@ -207,7 +227,19 @@ def r1(critic: Critic, real: Tensor, *, scores: Any = None, **how: Any) -> Tenso
 
 
 def r2(critic: Critic, fake: Tensor, *, scores: Any = None, **how: Any) -> Tensor:
-    """``||grad D(fake)||^2`` per sample: R1's twin on generated samples (see :func:`r1`)."""
+    """``||grad D(fake)||^2`` per sample: R1's twin on generated samples (see :func:`r1`).
+
+    Args:
+        critic: the critic.
+        fake: the generated batch, shape ``(B, ...)``.
+        scores: the critic's outputs on ``fake`` from the loss's forward (``fake`` must require
+            grad and be the tensor that produced them): the gradient then reuses that forward.
+        **how: how the input gradient is taken, as for :func:`gradpen.input_gradient`:
+            ``cond``, ``allow_batchnorm``, ``scaler``, ``fast``, ``reduce``.
+
+    Returns:
+        Shape ``(B,)``.
+    """
     return squared_norm(gradient_at(critic, fake, scores, **how))
 
 
@@ -246,6 +278,17 @@ def dragan(
     As in the official DRAGAN code, ``x`` lies at a uniform random point (one per sample) on the
     segment between each real and its perturbation ``perturb(real, scale=scale, noise=noise)``.
 
+    Args:
+        critic: the critic.
+        real: real samples, shape ``(B, ...)``.
+        target: the norm aimed at.
+        scale: the perturbation's multiple of the batch's standard deviation (see
+            :func:`perturb`).
+        noise: ``"uniform"`` or ``"gaussian"`` (see :func:`perturb`).
+        generator: seeds the perturbation and the points on the segments.
+        **how: how the input gradient is taken, as for :func:`gradpen.input_gradient`:
+            ``cond``, ``allow_batchnorm``, ``scaler``, ``fast``, ``reduce``.
+
     Returns:
         Shape ``(B,)``.
     """
@@ -269,6 +312,14 @@ def zero_centered(
     **how: Any,
 ) -> Tensor:
     """``||grad D(x_hat)||^2`` at interpolates (Thanh-Tung et al. 2019's 0-GP), per sample.
+
+    Args:
+        critic: the critic.
+        real: real samples, shape ``(B, ...)``.
+        fake: generated samples, the same shape as ``real``.
+        generator: seeds the interpolation coefficients.
+        **how: how the input gradient is taken, as for :func:`gradpen.input_gradient`:
+            ``cond``, ``allow_batchnorm``, ``scaler``, ``fast``, ``reduce``.
 
     Returns:
         Shape ``(B,)``.
@@ -310,11 +361,14 @@ def wgan_div(
 
     Args:
         critic: the critic.
-        real, fake: the batches, ``(B, ...)``.
+        real: real samples, shape ``(B, ...)``.
+        fake: generated samples, shape ``(B, ...)``.
         p: the power, > 0.
-        real_scores, fake_scores: the loss's forward on ``real`` / ``fake`` to reuse (see
-            :func:`r1`).
-        **how: see the comment above (``cond``, ``fast``, ``reduce``, ...).
+        real_scores: the critic's outputs on ``real`` from the loss's forward, to reuse (see
+            :func:`r1`), or None.
+        fake_scores: the same for ``fake``.
+        **how: how the input gradient is taken, as for :func:`gradpen.input_gradient`:
+            ``cond``, ``allow_batchnorm``, ``scaler``, ``fast``, ``reduce``.
 
     Returns:
         Shape ``(B,)``.
