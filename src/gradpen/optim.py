@@ -29,6 +29,7 @@ from torch import Tensor
 from gradpen.penalties import grad_norm
 
 METHODS = ("exact", "approximate")
+"""The ways to compute ``grad J``: ``"exact"`` and ``"approximate"``."""
 
 Closure = Callable[[], Tensor]
 

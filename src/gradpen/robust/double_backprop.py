@@ -26,6 +26,7 @@ from torch.nn import functional as F
 from gradpen.gradients import gradient_of_scores
 
 SCALINGS = ("per-sample", "batch-mean")
+"""The two scalings of the penalty (see the module docstring)."""
 
 
 def _check_scaling(scaling: str) -> None:
