@@ -132,17 +132,23 @@ def test_cli_reference_lists_every_command_and_option() -> None:
 def test_nav_lists_every_page_and_the_study_pages_that_exist(tmp_path: Path) -> None:
     docs = tmp_path / "docs"
     (docs / "studies").mkdir(parents=True)
-    for stem in ("lambda", "dirac", "index"):
-        (docs / "studies" / f"{stem}.md").write_text(f"# {stem}\n")
+    for page in ("index.md", "results.md", "recipes.md", "studies/lambda.md", "studies/dirac.md"):
+        (docs / page).write_text(f"# {page}\n")
+    (docs / "studies" / "index.md").write_text("# Studies\n")
     nav = [{"Home": "index.md"}, {"Results": "results.md"}]
     hooks.on_config({"docs_dir": str(docs), "nav": nav})
     studies = ["studies/index.md", "studies/dirac.md", "studies/lambda.md"]
-    assert nav == [{"Home": "index.md"}, {"Studies": studies}, {"Results": "results.md"}]
+    assert nav == [
+        {"Home": "index.md"},
+        "recipes.md",
+        {"Studies": studies},
+        {"Results": "results.md"},
+    ]
 
     shutil.rmtree(docs / "studies")  # no study pages: no section, nothing to break the build
-    nav = [{"Home": "index.md"}]
+    nav = [{"Home": "index.md"}, {"More": ["recipes.md"]}, {"Results": "results.md"}]
     hooks.on_config({"docs_dir": str(docs), "nav": nav})
-    assert nav == [{"Home": "index.md"}]
+    assert nav == [{"Home": "index.md"}, {"More": ["recipes.md"]}, {"Results": "results.md"}]
 
 
 def test_check_site_finds_missing_images_broken_links_and_empty_api_entries(
