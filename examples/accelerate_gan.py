@@ -16,8 +16,9 @@ How the penalty meets Accelerate:
 
 Needs ``pip install 'gradpen[examples]'``. On a CPU use ``--precision no`` or ``bf16``.
 
-    python examples/accelerate_gan.py                    # float32, about 30 s of CPU time
-    python examples/accelerate_gan.py --precision bf16   # bfloat16 autocast
+    python examples/accelerate_gan.py                    # float32, under a minute of CPU time
+    python examples/accelerate_gan.py --precision bf16 --steps 300   # bf16 autocast (on a CPU,
+                                                                     # slower for these tiny MLPs)
     python examples/accelerate_gan.py --steps 10         # a smoke run
 """
 

@@ -6,7 +6,7 @@ plugins and strategies; under DDP the penalty reaches every rank through that on
 Pass the penalty a step counter of your own: with manual optimization Lightning's
 ``global_step`` counts optimizer steps, not batches. Needs ``pip install 'gradpen[examples]'``.
 
-    python examples/lightning_gan.py              # 1500 generator steps, about 40 s of CPU time
+    python examples/lightning_gan.py              # 1500 generator steps, under a minute of CPU time
     python examples/lightning_gan.py --steps 10   # a smoke run
 """
 

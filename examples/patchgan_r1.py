@@ -10,7 +10,7 @@ trains a small convolutional GAN with the non-saturating loss and R1, then repor
 samples are to real digits, and checks that ``reduce="sum"`` is (number of patches)^2 times
 ``reduce="mean"`` for this critic.
 
-    python examples/patchgan_r1.py              # 600 steps, about 30 s on a CPU
+    python examples/patchgan_r1.py              # 600 steps, under a minute of CPU time
     python examples/patchgan_r1.py --steps 10   # a smoke run
 """
 

@@ -3,7 +3,7 @@
 Everything here is an ordinary training loop; gradpen contributes one line, the penalty term
 added to the critic's loss. The toy data and the metrics come from gradpen for brevity.
 
-    python examples/plain_wgan_gp.py              # 1500 generator steps, about 30 s of CPU time
+    python examples/plain_wgan_gp.py              # 1500 generator steps, under a minute of CPU time
     python examples/plain_wgan_gp.py --steps 20   # a smoke run
 """
 

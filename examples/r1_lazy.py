@@ -13,7 +13,7 @@ A non-saturating GAN on the 8 Gaussians with the R1 penalty ``gamma/2 * E ||grad
 By default the script trains both (every 1, then every 16) from the same seed and prints what
 each reached and what it cost.
 
-    python examples/r1_lazy.py                          # both, about 30 s of CPU time
+    python examples/r1_lazy.py                          # both, under a minute of CPU time
     python examples/r1_lazy.py --steps 20 --every 4     # a smoke run of the lazy variant
 """
 
