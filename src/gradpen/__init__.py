@@ -18,6 +18,7 @@ from gradpen.penalty import Penalty, lazy_adam_hyperparameters, lazy_penalty_ste
 from gradpen.registry import PENALTIES, PenaltySpec
 
 __version__ = "0.1.0"
+"""The package version."""
 
 __all__ = [
     "PENALTIES",

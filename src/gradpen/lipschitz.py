@@ -18,6 +18,10 @@ def clip_weights_(module: nn.Module, clip: float) -> None:
     """Clamp every parameter of ``module`` to ``[-clip, clip]`` in place (Arjovsky et al. 2017).
 
     Call it after each critic optimizer step, as the original WGAN algorithm does.
+
+    Args:
+        module: the critic; every parameter is clamped.
+        clip: the bound, finite and > 0 (the WGAN paper's is 0.01).
     """
     if not math.isfinite(clip) or clip <= 0:
         raise ValueError(f"clip must be a finite number > 0, got {clip}")
@@ -28,7 +32,15 @@ def clip_weights_(module: nn.Module, clip: float) -> None:
 def spectral_norm(module: nn.Module, *, n_power_iterations: int = 1) -> nn.Module:
     """Put torch's spectral-norm parametrization on every linear, conv and embedding layer.
 
-    Returns ``module`` (changed in place). Layers that already carry one are left alone.
+    Layers that already carry one are left alone.
+
+    Args:
+        module: the network; its ``nn.Linear``, ``nn.Conv1d/2d/3d``, ``nn.ConvTranspose2d`` and
+            ``nn.Embedding`` layers are parametrized in place.
+        n_power_iterations: power iterations per forward, >= 1.
+
+    Returns:
+        ``module`` itself, changed in place.
     """
     if n_power_iterations < 1:
         raise ValueError(f"n_power_iterations must be >= 1, got {n_power_iterations}")

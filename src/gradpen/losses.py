@@ -58,6 +58,7 @@ LOSSES: dict[str, _Loss] = {
         needs_real_for_generator=True,
     ),
 }
+"""The losses by name: ``wgan``, ``ns``, ``minimax``, ``hinge``, ``relativistic``."""
 
 
 def _get(kind: str) -> _Loss:
@@ -83,10 +84,12 @@ def d_loss(kind: str, real_scores: Any, fake_scores: Any) -> Tensor:
 
     Args:
         kind: a key of :data:`LOSSES`.
-        real_scores, fake_scores: the critic's outputs on the real and the fake batch.
+        real_scores: the critic's output on the real batch: ``(B,)``, a patch map ``(B, ...)``
+            or a list, tuple or dict of those.
+        fake_scores: its output on the fake batch, of the same form and shapes.
 
     Returns:
-        A scalar.
+        A scalar: the mean over batch and patches, summed over outputs.
     """
     loss = _get(kind)
     return sum(loss.critic(r, f) for r, f in _paired(real_scores, fake_scores))
@@ -97,8 +100,9 @@ def g_loss(kind: str, fake_scores: Any, real_scores: Any = None) -> Tensor:
 
     Args:
         kind: a key of :data:`LOSSES`.
-        fake_scores: the critic's outputs on the fake batch.
-        real_scores: its outputs on a real batch (relativistic losses only).
+        fake_scores: the critic's output on the fake batch: ``(B,)``, a patch map
+            ``(B, ...)`` or a list, tuple or dict of those.
+        real_scores: its output on a real batch, of the same form (relativistic losses only).
 
     Returns:
         A scalar.
@@ -114,5 +118,12 @@ def g_loss(kind: str, fake_scores: Any, real_scores: Any = None) -> Tensor:
 
 
 def needs_real_for_generator(kind: str) -> bool:
-    """Whether the generator step must also score a real batch (relativistic losses)."""
+    """Whether the generator step must also score a real batch (relativistic losses).
+
+    Args:
+        kind: a key of :data:`LOSSES`.
+
+    Returns:
+        True for losses whose generator term compares fake with real scores.
+    """
     return _get(kind).needs_real_for_generator

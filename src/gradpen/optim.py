@@ -29,6 +29,7 @@ from torch import Tensor
 from gradpen.penalties import grad_norm
 
 METHODS = ("exact", "approximate")
+"""The ways to compute ``grad J``: ``"exact"`` and ``"approximate"``."""
 
 Closure = Callable[[], Tensor]
 
@@ -93,6 +94,17 @@ def penalized_gradient(
     ``closure()`` recomputes the loss ``L`` from the current parameter values and returns it
     without calling ``backward`` (the approximate method calls it twice, once at a shifted
     point). ``radius`` is used by the approximate method only.
+
+    Args:
+        closure: recomputes and returns the scalar loss ``L`` (no ``backward``).
+        params: the parameters ``theta``, each requiring grad.
+        weight: the penalty's weight, finite and >= 0.
+        method: ``"exact"`` (double backpropagation) or ``"approximate"`` (two gradients).
+        radius: the approximate method's step along ``grad L / ||grad L||``, > 0.
+
+    Returns:
+        The loss ``L`` (detached scalar) and ``grad_theta J``, one tensor per parameter, each of
+        its parameter's shape.
     """
     _check(weight, method, radius)
     params = list(params)
@@ -112,6 +124,12 @@ class GradientNormPenalty:
 
         opt = GradientNormPenalty(torch.optim.SGD(model.parameters(), lr=0.1), weight=0.01)
         loss = opt.step(lambda: F.cross_entropy(model(x), y))
+
+    Args:
+        optimizer: the wrapped optimizer; it takes the step along ``grad J``.
+        weight: the penalty's weight, finite and >= 0.
+        method: ``"exact"`` or ``"approximate"`` (see :func:`penalized_gradient`).
+        radius: the approximate method's step, > 0.
     """
 
     def __init__(
@@ -137,11 +155,22 @@ class GradientNormPenalty:
         return [p for group in self.param_groups for p in group["params"] if p.requires_grad]
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        """Clear the gradients, as the wrapped optimizer does."""
+        """Clear the gradients, as the wrapped optimizer does.
+
+        Args:
+            set_to_none: set ``.grad`` to None instead of zeroing it.
+        """
         self.optimizer.zero_grad(set_to_none=set_to_none)
 
     def step(self, closure: Closure) -> Tensor:
-        """One update along ``grad J``; returns the loss ``L`` before the update (detached)."""
+        """One update along ``grad J``.
+
+        Args:
+            closure: recomputes and returns the scalar loss ``L`` without calling ``backward``.
+
+        Returns:
+            The loss ``L`` before the update (detached scalar).
+        """
         params = self._params()
         loss, grads = penalized_gradient(
             closure, params, weight=self.weight, method=self.method, radius=self.radius
@@ -152,11 +181,19 @@ class GradientNormPenalty:
         return loss
 
     def state_dict(self) -> dict[str, Any]:
-        """The wrapped optimizer's state (the wrapper itself holds none between steps)."""
+        """The wrapped optimizer's state (the wrapper itself holds none between steps).
+
+        Returns:
+            ``optimizer.state_dict()`` of the wrapped optimizer.
+        """
         return self.optimizer.state_dict()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore the wrapped optimizer's state."""
+        """Restore the wrapped optimizer's state.
+
+        Args:
+            state_dict: a state from :meth:`state_dict`.
+        """
         self.optimizer.load_state_dict(state_dict)
 
 

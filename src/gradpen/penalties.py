@@ -77,6 +77,14 @@ def interpolate(real: Tensor, fake: Tensor, *, generator: torch.Generator | None
 
     Works for any rank (2-D points, images, sequences). The result is detached: the penalty
     trains the critic, so no gradient may flow back into the generator that made ``fake``.
+
+    Args:
+        real: real samples, shape ``(B, ...)``.
+        fake: generated samples, the same shape as ``real``.
+        generator: the random generator that draws ``eps`` (None: torch's default).
+
+    Returns:
+        The interpolates, shape ``(B, ...)``, detached; ``eps`` has shape ``(B, 1, ..., 1)``.
     """
     check_pair(real, fake)
     eps = torch.rand(
@@ -192,11 +200,13 @@ def wgan_gp(
 
     Args:
         critic: the critic.
-        real, fake: batches of the same shape ``(B, ...)``.
+        real: real samples, shape ``(B, ...)``.
+        fake: generated samples, the same shape as ``real``.
         target: the norm aimed at.
         one_sided: ``max(0, ||g|| - target)^2``: only norms above the target cost.
         generator: seeds the interpolation coefficients.
-        **how: see the comment above (``cond``, ``fast``, ``reduce``, ...).
+        **how: how the input gradient is taken, as for :func:`gradpen.input_gradient`:
+            ``cond``, ``allow_batchnorm``, ``scaler``, ``fast``, ``reduce``.
 
     Returns:
         Shape ``(B,)``.
@@ -213,7 +223,8 @@ def r1(critic: Critic, real: Tensor, *, scores: Any = None, **how: Any) -> Tenso
         real: the real batch, shape ``(B, ...)``.
         scores: the critic's outputs on ``real`` from the loss's forward (``real`` must require
             grad and be the tensor that produced them): the gradient then reuses that forward.
-        **how: see the comment above (``cond``, ``fast``, ``reduce``, ...).
+        **how: how the input gradient is taken, as for :func:`gradpen.input_gradient`:
+            ``cond``, ``allow_batchnorm``, ``scaler``, ``fast``, ``reduce``.
 
     Returns:
         Shape ``(B,)``.
@@ -222,7 +233,19 @@ def r1(critic: Critic, real: Tensor, *, scores: Any = None, **how: Any) -> Tenso
 
 
 def r2(critic: Critic, fake: Tensor, *, scores: Any = None, **how: Any) -> Tensor:
-    """``||grad D(fake)||^2`` per sample: R1's twin on generated samples (see :func:`r1`)."""
+    """``||grad D(fake)||^2`` per sample: R1's twin on generated samples (see :func:`r1`).
+
+    Args:
+        critic: the critic.
+        fake: the generated batch, shape ``(B, ...)``.
+        scores: the critic's outputs on ``fake`` from the loss's forward (``fake`` must require
+            grad and be the tensor that produced them): the gradient then reuses that forward.
+        **how: how the input gradient is taken, as for :func:`gradpen.input_gradient`:
+            ``cond``, ``allow_batchnorm``, ``scaler``, ``fast``, ``reduce``.
+
+    Returns:
+        Shape ``(B,)``.
+    """
     return squared_norm(gradient_at(critic, fake, scores, **how))
 
 
@@ -264,6 +287,18 @@ def dragan(
     ``perturb(real, scale=scale, noise=noise, spread=spread)``; the default ``spread="global"``
     is the official code's one std over the whole batch (see :func:`perturb`).
 
+    Args:
+        critic: the critic.
+        real: real samples, shape ``(B, ...)``.
+        target: the norm aimed at.
+        scale: the perturbation's multiple of the batch's standard deviation (see
+            :func:`perturb`).
+        noise: ``"uniform"`` or ``"gaussian"`` (see :func:`perturb`).
+        spread: ``"global"`` or ``"feature"`` (see :func:`perturb`).
+        generator: seeds the perturbation and the points on the segments.
+        **how: how the input gradient is taken, as for :func:`gradpen.input_gradient`:
+            ``cond``, ``allow_batchnorm``, ``scaler``, ``fast``, ``reduce``.
+
     Returns:
         Shape ``(B,)``.
     """
@@ -287,6 +322,14 @@ def zero_centered(
     **how: Any,
 ) -> Tensor:
     """``||grad D(x_hat)||^2`` at interpolates (Thanh-Tung et al. 2019's 0-GP), per sample.
+
+    Args:
+        critic: the critic.
+        real: real samples, shape ``(B, ...)``.
+        fake: generated samples, the same shape as ``real``.
+        generator: seeds the interpolation coefficients.
+        **how: how the input gradient is taken, as for :func:`gradpen.input_gradient`:
+            ``cond``, ``allow_batchnorm``, ``scaler``, ``fast``, ``reduce``.
 
     Returns:
         Shape ``(B,)``.
@@ -328,11 +371,14 @@ def wgan_div(
 
     Args:
         critic: the critic.
-        real, fake: the batches, ``(B, ...)``.
+        real: real samples, shape ``(B, ...)``.
+        fake: generated samples, shape ``(B, ...)``.
         p: the power, > 0.
-        real_scores, fake_scores: the loss's forward on ``real`` / ``fake`` to reuse (see
-            :func:`r1`).
-        **how: see the comment above (``cond``, ``fast``, ``reduce``, ...).
+        real_scores: the critic's outputs on ``real`` from the loss's forward, to reuse (see
+            :func:`r1`), or None.
+        fake_scores: the same for ``fake``.
+        **how: how the input gradient is taken, as for :func:`gradpen.input_gradient`:
+            ``cond``, ``allow_batchnorm``, ``scaler``, ``fast``, ``reduce``.
 
     Returns:
         Shape ``(B,)``.

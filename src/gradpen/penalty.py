@@ -93,7 +93,14 @@ class Penalty:
         return self.every * self.weight * self.spec.weight_factor
 
     def active(self, step: int | None) -> bool:
-        """Whether the term is computed at ``step`` (always, unless lazy; a lazy term needs it)."""
+        """Whether the term is computed at ``step`` (always, unless lazy; a lazy term needs it).
+
+        Args:
+            step: the critic step count, or None for a term that is not lazy.
+
+        Returns:
+            True when the term is computed at ``step``.
+        """
         if self.every > 1 and step is None:
             raise ValueError(
                 f"{self!r} is lazy (every={self.every}): pass step= (the critic step count) "
@@ -117,17 +124,18 @@ class Penalty:
 
         Args:
             critic: the critic.
-            real, fake: the batches, shape ``(B, ...)``, as :attr:`needs` says.
+            real: the real batch, shape ``(B, ...)``, if :attr:`needs` names it.
+            fake: the generated batch, shape ``(B, ...)``, if :attr:`needs` names it.
             cond: the condition passed to a conditional critic.
             step: the critic step; a lazy term (``every > 1``) needs it and is computed when
                 ``step % every == 0``.
-            real_scores, fake_scores: the critic's outputs on ``real`` / ``fake`` from the
-                loss's forward; terms taken at those batches (R1, R2) then reuse it (``real`` /
-                ``fake`` must require grad and be the tensors that produced them). Other
-                terms ignore them.
+            real_scores: the critic's output on ``real`` from the loss's forward; terms taken at
+                the reals (R1, WGAN-div) then reuse it (``real`` must require grad and be the
+                tensor that produced it). Other terms ignore it.
+            fake_scores: the same for ``fake`` (R2, WGAN-div).
 
         Returns:
-            A scalar tensor.
+            A scalar tensor (an exact zero on a lazy term's inactive steps).
         """
         given = {"real": real, "fake": fake}
         missing = [name for name in sorted(self.needs) if given[name] is None]
@@ -208,7 +216,8 @@ def lazy_penalty_step(
         critic: the critic (its DDP wrapper under DDP).
         optimizer: the critic's optimizer.
         step: the critic step count (the one the loss steps count).
-        real, fake: the batches the penalty needs, ``(B, ...)``.
+        real: the real batch, ``(B, ...)``, if the penalty needs it.
+        fake: the generated batch, ``(B, ...)``, if the penalty needs it.
         cond: the condition of a conditional critic.
 
     Returns:

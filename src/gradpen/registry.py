@@ -123,7 +123,14 @@ class PenaltySpec:
         )
 
     def bound_statistic(self, options: Mapping[str, Any]) -> Callable[[Tensor], Tensor]:
-        """The per-sample statistic ``(B, ...) -> (B,)`` with the given options bound."""
+        """The per-sample statistic ``(B, ...) -> (B,)`` with the given options bound.
+
+        Args:
+            options: the penalty's options; those the statistic does not take are ignored.
+
+        Returns:
+            A function from input gradients ``(B, ...)`` to per-sample values ``(B,)``.
+        """
         if self.statistic is None:
             raise ValueError("an approximate penalty has no statistic of the input gradient")
         chosen = _accepted(self.statistic, dict(self.fixed) | dict(options))
@@ -231,3 +238,4 @@ PENALTIES: Mapping[str, PenaltySpec] = MappingProxyType(
         ),
     }
 )
+"""Every registered penalty by name (read-only): ``gp.Penalty(name, ...)`` accepts these keys."""

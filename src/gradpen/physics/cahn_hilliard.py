@@ -22,7 +22,15 @@ from gradpen.physics.calculus import gradient_energy, wavenumbers_squared
 
 @dataclass(frozen=True)
 class CahnHilliardParams:
-    """PFHub benchmark 1 parameters (defaults are the benchmark's values)."""
+    """PFHub benchmark 1 parameters (defaults are the benchmark's values).
+
+    Attributes:
+        c_alpha: the first well's concentration.
+        c_beta: the second well's concentration.
+        rho: the double well's height.
+        kappa: the gradient-energy coefficient.
+        mobility: M.
+    """
 
     c_alpha: float = 0.3
     c_beta: float = 0.7
@@ -31,31 +39,73 @@ class CahnHilliardParams:
     mobility: float = 5.0
 
     def bulk_energy(self, c: Tensor) -> Tensor:
-        """The double well f(c) = rho (c - c_alpha)^2 (c_beta - c)^2, pointwise."""
+        """The double well f(c) = rho (c - c_alpha)^2 (c_beta - c)^2, pointwise.
+
+        Args:
+            c: the concentration, any shape.
+
+        Returns:
+            f(c), the shape of ``c``.
+        """
         return self.rho * (c - self.c_alpha) ** 2 * (self.c_beta - c) ** 2
 
     def bulk_derivative(self, c: Tensor) -> Tensor:
-        """f'(c), written out by hand (autograd of ``bulk_energy`` must agree)."""
+        """f'(c), written out by hand (autograd of ``bulk_energy`` must agree).
+
+        Args:
+            c: the concentration, any shape.
+
+        Returns:
+            f'(c), the shape of ``c``.
+        """
         a, b = c - self.c_alpha, self.c_beta - c
         return 2.0 * self.rho * a * b * (b - a)
 
     def bulk_curvature(self, c: float) -> float:
-        """f''(c) = 2 rho [(c_b - c)^2 - 4 (c - c_a)(c_b - c) + (c - c_a)^2]."""
+        """f''(c) = 2 rho [(c_b - c)^2 - 4 (c - c_a)(c_b - c) + (c - c_a)^2].
+
+        Args:
+            c: a concentration.
+
+        Returns:
+            f''(c).
+        """
         a, b = c - self.c_alpha, self.c_beta - c
         return 2.0 * self.rho * (a * a - 4.0 * a * b + b * b)
 
     def interface_energy(self) -> float:
-        """Equilibrium flat-interface energy sigma = sqrt(2 kappa rho) (c_b - c_a)^3 / 6."""
+        """Equilibrium flat-interface energy sigma = sqrt(2 kappa rho) (c_b - c_a)^3 / 6.
+
+        Returns:
+            sigma, the energy per unit interface area.
+        """
         return math.sqrt(2.0 * self.kappa * self.rho) * (self.c_beta - self.c_alpha) ** 3 / 6.0
 
 
 def growth_rate(k: Tensor | float, params: CahnHilliardParams, c0: float = 0.5) -> Tensor | float:
-    """Linear-stability growth rate omega(k) = -M k^2 (f''(c0) + kappa k^2)."""
+    """Linear-stability growth rate omega(k) = -M k^2 (f''(c0) + kappa k^2).
+
+    Args:
+        k: wavenumbers, a float or a tensor of any shape.
+        params: the model's parameters.
+        c0: the uniform concentration perturbed.
+
+    Returns:
+        omega(k), the type and shape of ``k``.
+    """
     return -params.mobility * k**2 * (params.bulk_curvature(c0) + params.kappa * k**2)
 
 
 def fastest_wavelength(params: CahnHilliardParams, c0: float = 0.5) -> float:
-    """The wavelength of maximal growth, 2 pi / k_max with k_max^2 = -f''(c0) / (2 kappa)."""
+    """The wavelength of maximal growth, 2 pi / k_max with k_max^2 = -f''(c0) / (2 kappa).
+
+    Args:
+        params: the model's parameters.
+        c0: the uniform concentration perturbed (inside the spinodal, f''(c0) < 0).
+
+    Returns:
+        The wavelength.
+    """
     curvature = params.bulk_curvature(c0)
     if curvature >= 0:
         raise ValueError(f"c0={c0} is not spinodal (f''={curvature:.3g} >= 0): nothing grows")
@@ -65,7 +115,17 @@ def fastest_wavelength(params: CahnHilliardParams, c0: float = 0.5) -> float:
 def benchmark_initial_condition(
     x: Tensor, y: Tensor, c0: float = 0.5, epsilon: float = 0.01
 ) -> Tensor:
-    """PFHub benchmark 1's initial condition (not periodic on the 200 x 200 square)."""
+    """PFHub benchmark 1's initial condition (not periodic on the 200 x 200 square).
+
+    Args:
+        x: x coordinates, any shape.
+        y: y coordinates, the shape of ``x``.
+        c0: the mean concentration.
+        epsilon: the amplitude of the cosine perturbations.
+
+    Returns:
+        c at the points, the shape of ``x``.
+    """
     return c0 + epsilon * (
         torch.cos(0.105 * x) * torch.cos(0.11 * y)
         + (torch.cos(0.13 * x) * torch.cos(0.087 * y)) ** 2
@@ -79,6 +139,14 @@ def continuum_initial_energy(
     """F of the continuum initial condition on [0, L]^2 by tensor Gauss-Legendre quadrature.
 
     The gradient of the initial condition comes from autograd, so no derivative is hand-written.
+
+    Args:
+        params: the model's parameters.
+        length: L, the side of the square.
+        nodes_per_axis: Gauss-Legendre nodes per axis.
+
+    Returns:
+        The free energy F.
     """
     nodes, weights = np.polynomial.legendre.leggauss(nodes_per_axis)
     points = torch.tensor(0.5 * length * (nodes + 1.0), dtype=torch.float64)
@@ -95,7 +163,18 @@ def continuum_initial_energy(
 def free_energy(
     c: Tensor, spacing: float, params: CahnHilliardParams, ndim: int = 2, method: str = "spectral"
 ) -> Tensor:
-    """F_h = sum_cells f(c) h^d + the discretized gradient energy, over the last ``ndim`` axes."""
+    """F_h = sum_cells f(c) h^d + the discretized gradient energy, over the last ``ndim`` axes.
+
+    Args:
+        c: the concentration on a periodic grid, shape ``(..., N_1, ..., N_ndim)``.
+        spacing: the grid spacing h.
+        params: the model's parameters.
+        ndim: the number of spatial axes (the last ones).
+        method: ``"spectral"`` or ``"fd"`` gradient energy (see :func:`gradient_energy`).
+
+    Returns:
+        F_h, shape ``(...)``: one energy per field of the batch.
+    """
     bulk = params.bulk_energy(c).sum(dim=tuple(range(-ndim, 0))) * spacing**ndim
     return bulk + gradient_energy(c, spacing, params.kappa, ndim, method)
 
@@ -107,6 +186,13 @@ class SpectralCahnHilliard:
     stiff kappa k^4 term is implicit, f' explicit, and the stabilizer A (an extra implicit A k^2
     balanced by an explicit one) damps the explicit part; the k = 0 mode never changes, so mass is
     conserved to round-off. Works on a batch: the last ``ndim`` axes are space.
+
+    Args:
+        shape: the grid's shape (``ndim = len(shape)`` spatial axes).
+        spacing: the grid spacing h.
+        params: the model's parameters.
+        stabilization: A, >= 0.
+        device: where the wavenumbers live.
     """
 
     def __init__(
@@ -126,7 +212,15 @@ class SpectralCahnHilliard:
         self._dims = tuple(range(-self.ndim, 0))
 
     def step(self, c: Tensor, dt: float) -> Tensor:
-        """Advance c by one step of size dt."""
+        """Advance c by one step of size dt.
+
+        Args:
+            c: the concentration, shape ``(..., *shape)``.
+            dt: the step size.
+
+        Returns:
+            c after the step, the same shape.
+        """
         p, a = self.params, self.stabilization
         mk2 = dt * p.mobility * self.k2
         c_hat = torch.fft.rfftn(c, dim=self._dims)
@@ -148,6 +242,18 @@ class SpectralCahnHilliard:
 
         The step size is dt = clip(dt_growth * t, dt_min, dt_max): small while the pattern forms,
         larger while it coarsens; it is shortened to land exactly on each output time.
+
+        Args:
+            c: the concentration at ``t_start``, shape ``(..., *shape)``.
+            output_times: increasing times at which to record the field.
+            t_start: the time of ``c``.
+            dt_min: the smallest step.
+            dt_max: the largest step.
+            dt_growth: the step as a fraction of the elapsed time.
+            progress: show a progress bar.
+
+        Returns:
+            The fields at ``output_times`` (each the shape of ``c``) and the number of steps taken.
         """
         t, steps, fields = t_start, 0, []
         end = float(max(output_times, default=t_start))
@@ -176,8 +282,21 @@ def measured_growth_rates(
 ) -> tuple[Tensor, Tensor]:
     """Growth rates of single-mode perturbations c0 + a cos(k_m x), one run per mode (batched).
 
-    Returns (k, omega_measured) with omega = ln(|c_hat_m(T)| / |c_hat_m(0)|) / T; the stepper
-    runs unstabilized so only the O(dt) time error of semi-implicit Euler remains.
+    omega = ln(|c_hat_m(T)| / |c_hat_m(0)|) / T; the stepper runs unstabilized so only the
+    O(dt) time error of semi-implicit Euler remains.
+
+    Args:
+        wavenumber_indices: the modes m (k_m = 2 pi m / length).
+        params: the model's parameters.
+        length: the 1-D periodic domain's length.
+        points: grid points.
+        amplitude: a, the perturbation's amplitude.
+        duration: T.
+        dt: the time step.
+        c0: the uniform concentration perturbed.
+
+    Returns:
+        The wavenumbers ``k`` and the measured ``omega``, each ``(len(wavenumber_indices),)``.
     """
     spacing = length / points
     x = torch.arange(points, dtype=torch.float64) * spacing

@@ -21,7 +21,16 @@ from torch import Tensor
 def variational_derivative(
     energy: Callable[[Tensor], Tensor], field: Tensor, cell_volume: float
 ) -> Tensor:
-    """Return dF_h/dphi / cell_volume for a scalar grid energy F_h, by autograd."""
+    """Return dF_h/dphi / cell_volume for a scalar grid energy F_h, by autograd.
+
+    Args:
+        energy: the grid energy, a field to a scalar tensor.
+        field: the field phi, any shape.
+        cell_volume: h^d, the volume of one grid cell.
+
+    Returns:
+        The variational derivative at every node, the shape of ``field``.
+    """
     phi = field.detach().clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(energy(phi), phi)
     return grad / cell_volume
@@ -33,7 +42,16 @@ def periodic_forward_differences(field: Tensor, spacing: float, ndim: int) -> li
 
 
 def periodic_laplacian(field: Tensor, spacing: float, ndim: int) -> Tensor:
-    """The (2 ndim + 1)-point periodic Laplacian over the last ``ndim`` axes."""
+    """The (2 ndim + 1)-point periodic Laplacian over the last ``ndim`` axes.
+
+    Args:
+        field: the field, shape ``(..., N_1, ..., N_ndim)``.
+        spacing: the grid spacing h.
+        ndim: the number of spatial axes (the last ones).
+
+    Returns:
+        The Laplacian, the shape of ``field``.
+    """
     total = -2.0 * ndim * field
     for d in range(1, ndim + 1):
         total = total + torch.roll(field, 1, dims=-d) + torch.roll(field, -1, dims=-d)
@@ -58,6 +76,16 @@ def gradient_energy(
     ``method="fd"`` uses forward differences (its variational derivative is -kappa times the
     (2 ndim + 1)-point Laplacian); ``"spectral"`` uses Fourier derivatives through Parseval's
     identity (its variational derivative is -kappa times the spectral Laplacian).
+
+    Args:
+        field: the field, shape ``(..., N_1, ..., N_ndim)``.
+        spacing: the grid spacing h.
+        kappa: the gradient-energy coefficient.
+        ndim: the number of spatial axes (the last ones).
+        method: ``"spectral"`` or ``"fd"``.
+
+    Returns:
+        The energy, shape ``(...)``: one per field of the batch.
     """
     cell = spacing**ndim
     dims = tuple(range(-ndim, 0))
@@ -90,6 +118,17 @@ def minimize_energy(
 
     The gradient comes from autograd through ``energy``; ``bounds`` (lower, upper) applies to every
     free entry, which is how irreversibility-free AT1 keeps its phase field in [0, 1].
+
+    Args:
+        energy: the grid energy, a field to a scalar tensor.
+        initial: the starting field, any shape.
+        free: a boolean mask of the entries to optimize, the shape of ``initial`` (None: all).
+        bounds: ``(lower, upper)`` for every free entry, or None.
+        gtol: L-BFGS-B's projected-gradient tolerance.
+        max_iter: the iteration limit.
+
+    Returns:
+        The minimizing field, the shape of ``initial`` (detached).
     """
     fixed = initial.detach().clone().to(torch.float64)
     mask = torch.ones_like(fixed, dtype=torch.bool) if free is None else free

@@ -27,7 +27,18 @@ def _check_model(model: str) -> None:
 def dissipated_energy(
     alpha: Tensor, spacing: float, model: str, toughness: float, length: float
 ) -> Tensor:
-    """1-D discretized (G_c / c_w) sum [w(alpha)/l (trapezoid) + l (forward difference)^2] h."""
+    """1-D discretized (G_c / c_w) sum [w(alpha)/l (trapezoid) + l (forward difference)^2] h.
+
+    Args:
+        alpha: the damage at equally spaced nodes, shape ``(N,)``.
+        spacing: the node spacing h.
+        model: ``"at1"`` (w = alpha) or ``"at2"`` (w = alpha^2).
+        toughness: G_c.
+        length: the regularization length l.
+
+    Returns:
+        The dissipated energy, a scalar tensor.
+    """
     _check_model(model)
     local = alpha**2 if model == "at2" else alpha
     bulk = (local.sum() - 0.5 * (local[0] + local[-1])) * spacing / length
@@ -40,7 +51,17 @@ def optimal_profile(
 ) -> tuple[Tensor, Tensor, float]:
     """Minimize the dissipated energy of a bar [-a, a] with alpha(0) = 1, alpha in [0, 1].
 
-    The ends are free (natural Neumann condition). Returns (x, alpha, energy).
+    The ends are free (natural Neumann condition).
+
+    Args:
+        model: ``"at1"`` or ``"at2"``.
+        length: the regularization length l.
+        half_length: a, the bar's half-length.
+        points: the number of nodes, odd (x = 0 is a node).
+        toughness: G_c.
+
+    Returns:
+        The nodes ``x`` and the damage ``alpha``, each ``(points,)``, and the energy.
     """
     _check_model(model)
     if points % 2 == 0:
@@ -60,7 +81,16 @@ def optimal_profile(
 
 
 def exact_profile(model: str, x: Tensor, length: float) -> Tensor:
-    """AT2: exp(-|x|/l); AT1: (1 - |x|/(2 l))^2 for |x| <= 2 l, else 0 (infinite bar)."""
+    """AT2: exp(-|x|/l); AT1: (1 - |x|/(2 l))^2 for |x| <= 2 l, else 0 (infinite bar).
+
+    Args:
+        model: ``"at1"`` or ``"at2"``.
+        x: positions, any shape.
+        length: the regularization length l.
+
+    Returns:
+        The damage at ``x``, the shape of ``x``.
+    """
     _check_model(model)
     if model == "at2":
         return torch.exp(-x.abs() / length)
@@ -68,7 +98,15 @@ def exact_profile(model: str, x: Tensor, length: float) -> Tensor:
 
 
 def finite_bar_energy_ratio(half_length: float, length: float) -> float:
-    """AT2 crack in a bar of half-length a dissipates G_c tanh(a / l)."""
+    """AT2 crack in a bar of half-length a dissipates G_c tanh(a / l).
+
+    Args:
+        half_length: a.
+        length: the regularization length l.
+
+    Returns:
+        tanh(a / l), the dissipated energy as a fraction of G_c.
+    """
     return math.tanh(half_length / length)
 
 
@@ -89,7 +127,16 @@ def at2_homogeneous_stress(
 
 
 def at2_peak_stress(stiffness: float, toughness: float, length: float) -> float:
-    """The maximum over strain of the homogeneous AT2 stress, found numerically."""
+    """The maximum over strain of the homogeneous AT2 stress, found numerically.
+
+    Args:
+        stiffness: Young's modulus E.
+        toughness: G_c.
+        length: the regularization length l.
+
+    Returns:
+        The peak stress.
+    """
     scale = math.sqrt(toughness / (stiffness * length))
 
     def negative_stress(e: float) -> float:
@@ -106,5 +153,16 @@ def at2_peak_stress(stiffness: float, toughness: float, length: float) -> float:
 
 
 def at2_peak_stress_exact(stiffness: float, toughness: float, length: float) -> float:
-    """(3/16) sqrt(3 E G_c / l)."""
+    """(3/16) sqrt(3 E G_c / l).
+
+    The closed form of the AT2 bar's peak stress.
+
+    Args:
+        stiffness: Young's modulus E.
+        toughness: G_c.
+        length: the regularization length l.
+
+    Returns:
+        The peak stress.
+    """
     return 3.0 / 16.0 * math.sqrt(3.0 * stiffness * toughness / length)

@@ -28,13 +28,33 @@ def constraint(point: Tensor) -> Tensor:
 
 
 def penalized(point: Tensor, mu: float) -> Tensor:
-    """f + mu g^2."""
+    """f + mu g^2.
+
+    The penalized objective of the example: f(x, y) = x + y, g = x^2 + y^2 - 1.
+
+    Args:
+        point: ``(x, y)``, shape ``(2,)``.
+        mu: the penalty weight.
+
+    Returns:
+        The scalar value.
+    """
     return objective(point) + mu * constraint(point) ** 2
 
 
 @dataclass(frozen=True)
 class PenaltySolution:
-    """The penalized minimizer for one mu and what it says about the constraint."""
+    """The penalized minimizer for one mu and what it says about the constraint.
+
+    Attributes:
+        mu: the penalty weight.
+        point: the minimizer, shape ``(2,)``.
+        violation: g at the minimizer.
+        scaled_violation: mu times the violation: tends to lambda / 2, lambda the multiplier of
+            grad f + lambda grad g = 0.
+        condition_number: of the Hessian at the minimizer (grows with mu).
+        newton_steps: Newton steps taken.
+    """
 
     mu: float
     point: Tensor
@@ -47,7 +67,17 @@ class PenaltySolution:
 def minimize_penalized(
     mu: float, start: Tensor, tol: float = 1e-13, max_steps: int = 200
 ) -> PenaltySolution:
-    """Damped Newton on f + mu g^2 with autograd gradient and Hessian, from ``start``."""
+    """Damped Newton on f + mu g^2 with autograd gradient and Hessian, from ``start``.
+
+    Args:
+        mu: the penalty weight, > 0.
+        start: the starting point, shape ``(2,)``.
+        tol: the gradient-norm tolerance.
+        max_steps: the Newton step limit.
+
+    Returns:
+        The minimizer and its diagnostics.
+    """
     if mu <= 0:
         raise ValueError(f"mu must be positive, got {mu}")
     point = start.detach().clone().to(torch.float64)
@@ -81,7 +111,15 @@ def minimize_penalized(
 
 
 def continuation(mus: list[float], start: Tensor | None = None) -> list[PenaltySolution]:
-    """Solve for increasing mu, warm-starting each solve at the previous minimizer."""
+    """Solve for increasing mu, warm-starting each solve at the previous minimizer.
+
+    Args:
+        mus: increasing penalty weights.
+        start: the first solve's starting point, shape ``(2,)`` (None: ``(-1, -1)``).
+
+    Returns:
+        One solution per mu.
+    """
     point = torch.tensor([-1.0, -1.0], dtype=torch.float64) if start is None else start
     solutions = []
     for mu in mus:

@@ -54,7 +54,20 @@ def _loss_gradient(model: nn.Module, images: Tensor, labels: Tensor) -> Tensor:
 def fgsm(
     model: nn.Module, images: Tensor, labels: Tensor, *, eps: float, clamp: bool = True
 ) -> Tensor:
-    """Fast gradient sign method: ``clip(x + eps * sign(grad_x CE), 0, 1)`` (Goodfellow 2015)."""
+    """Fast gradient sign method: ``clip(x + eps * sign(grad_x CE), 0, 1)`` (Goodfellow 2015).
+
+    Puts ``model`` in eval mode for the attack and restores its modes after.
+
+    Args:
+        model: a classifier, images ``(B, ...)`` to logits ``(B, classes)``.
+        images: clean images in ``[0, 1]``, shape ``(B, ...)``.
+        labels: their classes, shape ``(B,)``.
+        eps: the L-infinity radius, > 0.
+        clamp: clip the result to the image range ``[0, 1]``.
+
+    Returns:
+        The adversarial images, shape ``(B, ...)``, detached.
+    """
     _check_eps(eps)
     with eval_mode(model):
         adversarial = images.detach() + eps * _loss_gradient(model, images, labels).sign()
@@ -77,6 +90,19 @@ def pgd(
     Starts at a uniform random point of the ball (``random_start``), takes ``steps`` signed
     gradient steps of ``step_size`` (default ``eps / 10``), and after each projects back onto
     the ball around ``images`` and onto the image range ``[0, 1]``.
+
+    Args:
+        model: a classifier, images ``(B, ...)`` to logits ``(B, classes)``.
+        images: clean images in ``[0, 1]``, shape ``(B, ...)``.
+        labels: their classes, shape ``(B,)``.
+        eps: the L-infinity radius, > 0.
+        step_size: the size of each signed step (default ``eps / 10``).
+        steps: the number of steps, >= 1.
+        random_start: start at a uniform random point of the ball instead of ``images``.
+        generator: the random generator of the start (None: torch's default).
+
+    Returns:
+        The adversarial images, shape ``(B, ...)``, detached.
     """
     _check_eps(eps)
     if steps < 1:
@@ -117,6 +143,18 @@ def robust_accuracy(
     ``source`` is the model the adversarial examples are crafted on (default ``model``: a
     white-box attack); another model gives a transfer (black-box) attack. ``model`` is scored
     in eval mode and left in the modes it had.
+
+    Args:
+        model: the classifier evaluated.
+        images: images in ``[0, 1]``, shape ``(N, ...)``.
+        labels: their classes, shape ``(N,)``.
+        attack: ``attack(model, x, y)`` returning adversarial ``x``, e.g.
+            ``functools.partial(pgd, eps=0.1)``; None for clean accuracy.
+        source: the model the attack is crafted on (default ``model``).
+        batch_size: images per batch.
+
+    Returns:
+        The fraction of ``images`` classified correctly after the attack, in ``[0, 1]``.
     """
     source = model if source is None else source
     correct = 0

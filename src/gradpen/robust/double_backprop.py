@@ -26,6 +26,7 @@ from torch.nn import functional as F
 from gradpen.gradients import gradient_of_scores
 
 SCALINGS = ("per-sample", "batch-mean")
+"""The two scalings of the penalty (see the module docstring)."""
 
 
 def _check_scaling(scaling: str) -> None:
@@ -34,7 +35,15 @@ def _check_scaling(scaling: str) -> None:
 
 
 def per_sample_weight(batch_mean_weight: float, batch_size: int) -> float:
-    """The per-sample weight that gives the same loss as ``batch_mean_weight`` at ``batch_size``."""
+    """The per-sample weight that gives the same loss as ``batch_mean_weight`` at ``batch_size``.
+
+    Args:
+        batch_mean_weight: a weight under the ``"batch-mean"`` scaling.
+        batch_size: the batch size ``B`` it was used with, >= 1.
+
+    Returns:
+        ``batch_mean_weight / batch_size``, the weight under ``"per-sample"``.
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
     return batch_mean_weight / batch_size
@@ -66,6 +75,15 @@ def input_gradient_penalty(
 
     The model must treat samples independently (no batch-statistics normalization), or the
     per-sample gradient is not what is penalized.
+
+    Args:
+        model: a classifier, images ``(B, ...)`` to logits ``(B, classes)``.
+        images: the inputs, shape ``(B, ...)``.
+        labels: class indices, shape ``(B,)``.
+        scaling: ``"per-sample"`` or ``"batch-mean"``.
+
+    Returns:
+        A scalar, differentiable with respect to the model's parameters.
     """
     return _penalized_terms(model, images, labels, scaling)[1]
 
@@ -81,6 +99,16 @@ def double_backprop_loss(
     """``mean CE + weight * input_gradient_penalty``: one forward pass, differentiable twice.
 
     ``weight = 0`` gives the plain cross-entropy (and skips the second backward pass).
+
+    Args:
+        model: a classifier, images ``(B, ...)`` to logits ``(B, classes)``.
+        images: the inputs, shape ``(B, ...)``.
+        labels: class indices, shape ``(B,)``.
+        weight: the penalty's weight, finite and >= 0 (its meaning depends on ``scaling``).
+        scaling: ``"per-sample"`` or ``"batch-mean"`` (see the module docstring).
+
+    Returns:
+        The scalar loss.
     """
     if not math.isfinite(weight) or weight < 0:
         raise ValueError(f"weight must be a finite number >= 0, got {weight}")

@@ -11,6 +11,11 @@ class SmallCNN(nn.Module):
 
     No batch normalization: the input-gradient penalty needs each sample's output to depend
     on that sample only.
+
+    Args:
+        width: channels of the first conv block (the second has ``2 * width``).
+        hidden: width of the fully connected layer.
+        num_classes: the number of classes.
     """
 
     def __init__(self, width: int = 16, hidden: int = 128, num_classes: int = 10) -> None:
@@ -29,5 +34,12 @@ class SmallCNN(nn.Module):
         )
 
     def forward(self, images: Tensor) -> Tensor:
-        """Class logits (N, num_classes) of images (N, 1, 28, 28)."""
+        """Class logits of a batch of digits.
+
+        Args:
+            images: shape ``(N, 1, 28, 28)``.
+
+        Returns:
+            Logits, shape ``(N, num_classes)``.
+        """
         return self.layers(images)

@@ -31,6 +31,21 @@ def train_classifier(
     """Run ``step(x, y)`` over shuffled minibatches for ``epochs``; returns each epoch's mean loss.
 
     The shuffling is seeded by ``seed`` alone, so two runs with the same seed see the same batches.
+
+    Args:
+        model: the classifier; moved to ``device``, in train mode during the loop and in eval
+            mode after it.
+        images: the training inputs, shape ``(N, ...)``.
+        labels: their classes, shape ``(N,)``.
+        step: ``step(x, y)`` takes one optimization step on a minibatch and returns its loss.
+        epochs: passes over the data, >= 1.
+        batch_size: samples per minibatch, >= 1 (the last one may be smaller).
+        seed: seeds the shuffling.
+        device: where the minibatches go.
+        desc: the progress bar's label.
+
+    Returns:
+        The mean of ``step``'s losses in each epoch, one per epoch.
     """
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
