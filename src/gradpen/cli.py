@@ -54,10 +54,9 @@ def _eval(args: argparse.Namespace) -> None:
     import json
 
     from gradpen.train import open_run
-    from gradpen.train.evaluate import evaluate
 
     trainer = open_run(args.run_dir)
-    summary = {"step": trainer.step, **evaluate(trainer)}
+    summary = {"step": trainer.step, **trainer.evaluate()}
     (trainer.run_dir / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
     _print_summary(summary)
 
@@ -74,10 +73,12 @@ def _study(args: argparse.Namespace) -> None:
     if args.name is None:
         print("available studies: " + ", ".join(sorted(studies.available())))
         return
-    module = studies.load(args.name)
     out = Path(args.out) if args.out else Path("reports") / args.name
-    report = module.run(out, quick=args.quick)
+    docs = None if args.no_docs else Path(args.docs)
+    report = studies.run(args.name, out, quick=args.quick, docs_dir=docs)
     print(f"report: {report}")
+    if docs is not None and not args.quick:
+        print(f"page: {docs / (args.name + '.md')}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,6 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("name", nargs="?", help="study name; omit to list them")
     study.add_argument("--out", help="report directory (default reports/NAME)")
     study.add_argument("--quick", action="store_true", help="a seconds-long smoke version")
+    study.add_argument(
+        "--docs",
+        default="docs/studies",
+        help="where a full run publishes its page NAME.md and figures (default docs/studies; "
+        "--quick never writes there)",
+    )
+    study.add_argument("--no-docs", action="store_true", help="do not publish the page")
     study.set_defaults(handler=_study)
     return parser
 

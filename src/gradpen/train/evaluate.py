@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -148,13 +147,3 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 def plot_curves_of(run_dir: Path) -> Path:
     """The training curves of ``run_dir``'s ``metrics.jsonl``, as ``curves.png`` beside it."""
     return plot_curves(read_metrics(run_dir), CURVE_KEYS, run_dir / "curves.png", title="training")
-
-
-def save_npz(path: Path, x: Tensor, y: Tensor | None) -> Path:
-    """Samples as ``x`` (float32) and, for conditional runs, ``y`` (int64) in an .npz file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {"x": x.numpy().astype(np.float32)}
-    if y is not None:
-        arrays["y"] = y.numpy().astype(np.int64)
-    np.savez(path, **arrays)
-    return path

@@ -65,13 +65,15 @@ def train(
                     print(f"gradpen train: {note}", file=sys.stderr)
         else:
             config = load(config_path, list(overrides))
+            # The trainer checks data and networks and writes nothing: a run refused here
+            # leaves no directory behind.
+            trainer = Trainer(config, run_dir)
             lock = _lock(run_dir)  # before the check: a run started beside us sees the lock
             if _holds_a_run(run_dir):
                 raise UserError(
                     f"{str(run_dir)!r} already holds a run; continue it with --resume {run_dir} "
                     "or choose another --out"
                 )
-            trainer = Trainer(config, run_dir)
         check_step_memory(trainer)
         trainer.drop_metrics_after_checkpoint()
         summary = trainer.train()
