@@ -36,6 +36,7 @@ from gradpen import fastpath, outputs
 from gradpen.gradients import (
     NoDoubleBackward,
     eager_original,
+    graph_nodes,
     input_gradient,
     penalty_forward,
     uses_batch_statistics,
@@ -440,15 +441,7 @@ def _backward_to_leaves(total: Tensor) -> None:
     """
     if not total.requires_grad:
         return
-    leaves, seen, stack = [], set(), [total.grad_fn]
-    while stack:
-        node = stack.pop()
-        if node is None or node in seen:
-            continue
-        seen.add(node)
-        if hasattr(node, "variable"):
-            leaves.append(node.variable)
-        stack.extend(next_node for next_node, _ in node.next_functions)
+    leaves = [node.variable for node in graph_nodes(total) if hasattr(node, "variable")]
     torch.autograd.grad(total, leaves, allow_unused=True)
 
 

@@ -75,25 +75,31 @@ def eager_original(critic: Critic) -> Critic:
 _COMPILED_NODE = "CompiledFunctionBackward"
 
 
-def _graph_nodes(scores: Tensor) -> Iterator[Any]:
-    """The autograd nodes of ``scores``' graph; refuses a graph that went through torch.compile."""
+def graph_nodes(tensor: Tensor) -> Iterator[Any]:
+    """Every autograd node of ``tensor``'s graph, each once (depth first from its grad_fn)."""
     seen: set[Any] = set()
-    stack = [scores.grad_fn]
+    stack = [tensor.grad_fn]
     while stack:
         node = stack.pop()
         if node is None or node in seen:
             continue
         seen.add(node)
-        if type(node).__name__.startswith(_COMPILED_NODE):
-            raise ValueError(
-                "the scores come from a torch.compile-d forward: PyTorch's aot_autograd does "
-                "not support the double backward a gradient penalty needs. Compute the penalty "
-                "from an eager forward (pass the critic without real_scores/fake_scores; "
-                "gradpen runs a compiled module's eager original) or use "
-                "gradpen.compiled.CompiledCriticStep"
-            )
         yield node
         stack.extend(next_node for next_node, _ in node.next_functions)
+
+
+def _eager_graph_nodes(scores: Tensor) -> list[Any]:
+    """The nodes of ``scores``' graph; refuses a graph that went through torch.compile."""
+    nodes = list(graph_nodes(scores))
+    if any(type(node).__name__.startswith(_COMPILED_NODE) for node in nodes):
+        raise ValueError(
+            "the scores come from a torch.compile-d forward: PyTorch's aot_autograd does "
+            "not support the double backward a gradient penalty needs. Compute the penalty "
+            "from an eager forward (pass the critic without real_scores/fake_scores; "
+            "gradpen runs a compiled module's eager original) or use "
+            "gradpen.compiled.CompiledCriticStep"
+        )
+    return nodes
 
 
 @contextlib.contextmanager
@@ -150,23 +156,15 @@ def _refuse_undifferentiable(grad: Tensor) -> None:
     parameters (``loss.backward(inputs=params)``) can skip it: the penalty's gradient through
     that operation would then be silently dropped. Refusing here makes it an error always.
     """
-    seen: set[Any] = set()
-    stack = [grad.grad_fn]
-    while stack:
-        node = stack.pop()
-        if node is None or node in seen:
-            continue
-        seen.add(node)
-        if type(node).__name__ in _UNDIFFERENTIABLE_NODES:
-            raise NoDoubleBackward(
-                "the critic contains an operation whose backward cannot itself be "
-                "differentiated (a custom autograd.Function marked @once_differentiable, or an "
-                "op without a double-backward formula): the exact penalty cannot be computed "
-                "through it, and a backward limited to the parameters would silently drop its "
-                "part of the penalty's gradient. Use an approximate penalty ('approx-r1', "
-                "'approx-r2', 'approx-wgan-gp'), and gp.diagnose(critic, x) to find the module"
-            )
-        stack.extend(next_node for next_node, _ in node.next_functions)
+    if any(type(node).__name__ in _UNDIFFERENTIABLE_NODES for node in graph_nodes(grad)):
+        raise NoDoubleBackward(
+            "the critic contains an operation whose backward cannot itself be "
+            "differentiated (a custom autograd.Function marked @once_differentiable, or an "
+            "op without a double-backward formula): the exact penalty cannot be computed "
+            "through it, and a backward limited to the parameters would silently drop its "
+            "part of the penalty's gradient. Use an approximate penalty ('approx-r1', "
+            "'approx-r2', 'approx-wgan-gp'), and gp.diagnose(critic, x) to find the module"
+        )
 
 
 def _check_cond(cond: Any, batch: int) -> None:
@@ -203,7 +201,7 @@ def gradient_of_scores(
             "the critic's output does not depend on its input x (the output does not require "
             "grad), so there is no input gradient to penalize"
         )
-    nodes = list(_graph_nodes(scores))
+    nodes = _eager_graph_nodes(scores)
     total = scores.sum()
     scaled = scaler is not None and scaler.is_enabled()
     if scaled:
