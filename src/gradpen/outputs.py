@@ -81,8 +81,11 @@ def scores(out: Any, batch: int, reduce: str = "sum") -> Tensor:
     check_reduce(reduce)
     total = None
     for _, leaf in leaves(out, batch):
-        flat = leaf.reshape(batch, -1)
-        value = flat.sum(dim=1) if reduce == "sum" else flat.mean(dim=1)
+        if leaf.numel() == batch:  # (B,) or (B, 1): one score per sample already, a view
+            value = leaf.reshape(batch)
+        else:
+            flat = leaf.reshape(batch, -1)
+            value = flat.sum(dim=1) if reduce == "sum" else flat.mean(dim=1)
         total = value if total is None else total + value
     assert total is not None
     return total
