@@ -57,6 +57,15 @@ def test_compiled_wgan_gp_step_matches_eager():
     assert_all_close(compiled, eager_gradients(critic(), penalty, 0))
 
 
+def test_compiled_step_uses_the_registrys_option_defaults():
+    """wgan-div without p= is p = 6 (the registry's default) in the compiled step too."""
+    penalty = gp.Penalty("wgan-div", weight=2.0)
+    (compiled,) = compiled_gradients(critic(), penalty, [0])
+    assert_all_close(compiled, eager_gradients(critic(), penalty, 0))
+    with pytest.raises(AssertionError):
+        assert_all_close(compiled, eager_gradients(critic(), gp.Penalty("wgan-div", 2.0, p=2), 0))
+
+
 def test_compiled_module_loss_forward_with_eager_penalty_forward_matches_eager():
     net = critic()
     fast = torch.compile(net, backend="aot_eager")

@@ -71,7 +71,7 @@ class CompiledCriticStep:
         # Resolved here, not in the compiled function: dynamo need not trace the registry.
         self._points = penalty.spec.points
         self._reduce = BATCH_REDUCTIONS[penalty.spec.batch_reduction]
-        self._statistic = penalty.spec.bound_statistic(penalty.options)
+        self._statistic = penalty.spec.bound_statistic(penalty.resolved_options)
         gradients = torch.func.grad(self._objective, has_aux=True)
         self._compiled = torch.compile(gradients, backend=backend, fullgraph=True)
 
@@ -122,7 +122,7 @@ class CompiledCriticStep:
         """Add ``d(loss + term)/d params`` to each parameter's ``.grad``; return (loss, term)."""
         spec = self.penalty.spec
         active = self.penalty.active(step)
-        options = dict(spec.fixed) | self.penalty.options
+        options = self.penalty.resolved_options
         real, fake = real.detach(), fake.detach()
         points = [sample_points(at, real, fake, **options) for at in spec.points] if active else []
         named = dict(self.critic.named_parameters())

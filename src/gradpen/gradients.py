@@ -128,8 +128,11 @@ def penalty_forward(fast: bool = True, *, critic: Critic | None = None) -> Itera
     Yields:
         Nothing; the forward runs inside the block.
     """
-    recurrent = isinstance(critic, nn.Module) and any(
-        isinstance(m, nn.RNNBase) for m in critic.modules()
+    # cuDNN exists only with CUDA: on a CPU-only build the critic's modules are not walked
+    recurrent = (
+        torch.backends.cudnn.is_available()
+        and isinstance(critic, nn.Module)
+        and any(isinstance(m, nn.RNNBase) for m in critic.modules())
     )
     without_cudnn = torch.backends.cudnn.flags(enabled=False) if recurrent else None
     with (

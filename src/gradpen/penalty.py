@@ -77,6 +77,9 @@ class Penalty:
         self.fast = fast
         self.reduce = reduce
         self.options = dict(options)
+        # what the per-sample functions get: the registry's defaults, what the name fixes, then
+        # the user's options
+        self.resolved_options = dict(self.spec.options) | dict(self.spec.fixed) | self.options
 
     def __repr__(self) -> str:
         extra = "".join(f", {k}={v!r}" for k, v in self.options.items())
@@ -154,8 +157,7 @@ class Penalty:
             "fast": self.fast,
             "reduce": self.reduce,
         }
-        # the registry's defaults, then what the name fixes, then the user's options
-        options = dict(self.spec.options) | dict(self.spec.fixed) | self.options
+        options = self.resolved_options
         reduce_batch = BATCH_REDUCTIONS[self.spec.batch_reduction]
         total = None
         for function, at in zip(self.spec.per_sample, self.spec.points, strict=True):

@@ -126,14 +126,15 @@ class PenaltySpec:
         """The per-sample statistic ``(B, ...) -> (B,)`` with the given options bound.
 
         Args:
-            options: the penalty's options; those the statistic does not take are ignored.
+            options: the penalty's resolved options (``Penalty.resolved_options``: defaults, fixed
+                and the user's); those the statistic does not take are ignored.
 
         Returns:
             A function from input gradients ``(B, ...)`` to per-sample values ``(B,)``.
         """
         if self.statistic is None:
             raise ValueError("an approximate penalty has no statistic of the input gradient")
-        chosen = _accepted(self.statistic, dict(self.fixed) | dict(options))
+        chosen = _accepted(self.statistic, options)
         return functools.partial(self.statistic, **chosen)
 
 
