@@ -31,6 +31,7 @@ __all__ = [
     "DCGANGenerator28",
     "MLPCritic",
     "MLPGenerator",
+    "accepts",
     "build_critic",
     "build_generator",
     "critic_accepts",
@@ -66,10 +67,15 @@ def build_generator(kind: str, **kw: Any) -> nn.Module:
     return _build("generator", GENERATORS, kind, **kw)
 
 
+def accepts(registry: dict[str, type[nn.Module]], kind: str, option: str) -> bool:
+    """Whether ``registry[kind]`` (:data:`CRITICS` or :data:`GENERATORS`) takes ``option``."""
+    cls = registry.get(kind)
+    return cls is not None and option in inspect.signature(cls.__init__).parameters
+
+
 def critic_accepts(kind: str, option: str) -> bool:
     """Whether the critic ``kind`` (a key of :data:`CRITICS`) takes the constructor ``option``."""
-    cls = CRITICS.get(kind)
-    return cls is not None and option in inspect.signature(cls.__init__).parameters
+    return accepts(CRITICS, kind, option)
 
 
 def build_critic(kind: str, **kw: Any) -> nn.Module:

@@ -67,7 +67,10 @@ def _check_conditioning(n_classes: int, cond: str) -> str:
 
 
 class DCGANGenerator28(NoiseSampler):
-    """Maps z (B, z_dim) [and labels y (B,)] to images (B, 1, 28, 28) in ``output_range``."""
+    """Maps z (B, z_dim) [and labels y (B,)] to images (B, C, 28, 28) in ``output_range``.
+
+    ``out_channels`` is C (1 for digits, 3 for Stacked MNIST).
+    """
 
     image_size = IMAGE_SIZE  # the side of the images it makes (None: not an image network)
 
@@ -80,8 +83,11 @@ class DCGANGenerator28(NoiseSampler):
         out: str = "sigmoid",
         width: int = 64,
         noise: str = "uniform",
+        out_channels: int = 1,
     ) -> None:
         super().__init__(z_dim, noise)
+        if out_channels < 1:
+            raise UserError(f"out_channels must be >= 1, got {out_channels}")
         self.n_classes = n_classes
         self.cond = _check_conditioning(n_classes, cond)
         self.output_range = OUTPUTS[check_choice("output", out, tuple(OUTPUTS))]
@@ -99,11 +105,11 @@ class DCGANGenerator28(NoiseSampler):
             nn.ConvTranspose2d(self.base_channels + extra, width, 4, stride=2, padding=1),  # 7->14
             make_norm(norm, width, spatial=True),
             nn.ReLU(),
-            nn.ConvTranspose2d(width + extra, 1, 4, stride=2, padding=1),  # 14 -> 28
+            nn.ConvTranspose2d(width + extra, out_channels, 4, stride=2, padding=1),  # 14 -> 28
         )
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """Images (B, 1, 28, 28): sigmoid output in [0, 1] or tanh output in [-1, 1]."""
+        """Images (B, C, 28, 28): sigmoid output in [0, 1] or tanh output in [-1, 1]."""
         _check_labels(self.n_classes, y, "DCGANGenerator28")
         onehot = None
         if y is not None:
@@ -121,23 +127,31 @@ class DCGANGenerator28(NoiseSampler):
 
 
 class DCGANCritic28(nn.Module):
-    """Scores images (B, 1, 28, 28) [given labels y (B,)] with one logit each, shape (B,).
+    """Scores images (B, C, 28, 28) [given labels y (B,)] with one logit each, shape (B,).
 
     The first conv has no norm (the DCGAN convention); ``norm`` applies after the second.
+    ``in_channels`` is C.
     """
 
     image_size = IMAGE_SIZE
 
     def __init__(
-        self, n_classes: int = 0, cond: str = "onehot", norm: str = "none", width: int = 64
+        self,
+        n_classes: int = 0,
+        cond: str = "onehot",
+        norm: str = "none",
+        width: int = 64,
+        in_channels: int = 1,
     ) -> None:
         super().__init__()
+        if in_channels < 1:
+            raise UserError(f"in_channels must be >= 1, got {in_channels}")
         self.n_classes = n_classes
         self.cond = _check_conditioning(n_classes, cond)
         label_maps = n_classes if cond in ("onehot", "concat") else 0
         extra = _per_layer_labels(n_classes, cond)
         self.features = nn.Sequential(
-            nn.Conv2d(1 + label_maps, width, 4, stride=2, padding=1),  # 28 -> 14
+            nn.Conv2d(in_channels + label_maps, width, 4, stride=2, padding=1),  # 28 -> 14
             nn.LeakyReLU(LEAKY_SLOPE),
             nn.Conv2d(width + extra, 2 * width, 4, stride=2, padding=1),  # 14 -> 7
             make_norm(norm, 2 * width, spatial=True),

@@ -30,7 +30,7 @@ from gradpen.errors import UserError
 from gradpen.gradients import check_no_batchnorm, penalty_forward
 from gradpen.lipschitz import clip_weights_, spectral_norm
 from gradpen.metrics.gradnorm import gradient_norm_stats
-from gradpen.nets import build_critic, build_generator, critic_accepts
+from gradpen.nets import CRITICS, GENERATORS, accepts, build_critic, build_generator
 from gradpen.outputs import critic_output, scores
 from gradpen.penalties import interpolate
 from gradpen.penalty import Penalty
@@ -154,8 +154,12 @@ class Trainer:
         if config.data.conditional:
             gen_options.setdefault("n_classes", self.data.num_classes)
             critic_options.setdefault("n_classes", self.data.num_classes)
-        if self.data.train_set is not None and critic_accepts(config.critic.kind, "in_channels"):
-            critic_options.setdefault("in_channels", self.data.train_set.images.shape[1])
+        if self.data.train_set is not None:
+            channels = self.data.train_set.images.shape[1]
+            if accepts(CRITICS, config.critic.kind, "in_channels"):
+                critic_options.setdefault("in_channels", channels)
+            if accepts(GENERATORS, config.generator.kind, "out_channels"):
+                gen_options.setdefault("out_channels", channels)
         self.G = build_generator(config.generator.kind, **gen_options).to(self.device)
         self.D = build_critic(config.critic.kind, **critic_options).to(self.device)
         if config.train.spectral_norm:
