@@ -6,11 +6,9 @@ Training runs in forked children so that they can be killed without re-importing
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import signal
-import sys
 import time
 from collections import namedtuple
 from pathlib import Path
@@ -23,14 +21,9 @@ from gradpen.errors import UserError
 from gradpen.export import load_generator
 from gradpen.train import Trainer, load, open_run, train
 from gradpen.train.checkpoint import load_checkpoint
+from repo_scripts import load_script
 
-ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location(
-    "kill_resume", ROOT / "benchmarks" / "kill_resume.py"
-)
-assert _spec is not None and _spec.loader is not None
-kill_resume = sys.modules.setdefault("kill_resume", importlib.util.module_from_spec(_spec))
-_spec.loader.exec_module(kill_resume)
+kill_resume = load_script("benchmarks/kill_resume.py")
 
 
 def test_sigkill_at_random_moments_and_inside_writes_loses_nothing(tmp_path):

@@ -8,12 +8,10 @@ no sense, sizes that do not fit in memory or on disk, signals. Runs are forked c
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
 import signal
-import sys
 import time
 from collections import namedtuple
 from pathlib import Path
@@ -29,14 +27,9 @@ from gradpen.train import samples as samples_module
 from gradpen.train.config import threads_for
 from gradpen.train.lock import LOCK_NAME, RunLock
 from gradpen.train.samples import check_sample_request
+from repo_scripts import load_script
 
-ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location(
-    "kill_resume", ROOT / "benchmarks" / "kill_resume.py"
-)
-assert _spec is not None and _spec.loader is not None
-kill_resume = sys.modules.setdefault("kill_resume", importlib.util.module_from_spec(_spec))
-_spec.loader.exec_module(kill_resume)
+kill_resume = load_script("benchmarks/kill_resume.py")
 
 TINY = [
     "data.name='8gaussians'",

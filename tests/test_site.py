@@ -10,31 +10,20 @@ import importlib.util
 import inspect
 import re
 import shutil
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 from gradpen import cli
 from gradpen.train import config
+from repo_scripts import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 
 
-def load_script(name: str) -> ModuleType:
-    """Import ``scripts/NAME.py`` as a module."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-check_site = load_script("check_site")
-hooks = load_script("mkdocs_hooks")
+check_site = load_script("scripts/check_site.py")
+hooks = load_script("scripts/mkdocs_hooks.py")
 
 
 def documented_names(module_name: str) -> set[str]:
