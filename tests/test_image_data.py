@@ -10,12 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from gradpen.cli import main
 from gradpen.data import SkippedImagesWarning, fit_image, load_image_array, load_image_folder
 from gradpen.data import images as images_module
 from gradpen.errors import UserError
+from gradpen.export import load_generator
 from gradpen.train.config import load
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -291,6 +293,14 @@ def test_a_folder_of_mixed_images_trains_samples_and_evaluates_from_the_cli(
     with np.load(tmp_path / "s.npz") as samples:
         assert samples["x"].shape == (5, 3, 32, 32) and samples["y"].tolist() == [0, 1, 0, 1, 0]
         assert samples["x"].min() >= 0 and samples["x"].max() <= 1
+    assert main(["export", str(run), "--out", str(tmp_path / "g.safetensors")]) == 0
+    exported = load_generator(tmp_path / "g.safetensors")
+    assert exported(exported.sample_noise(1), torch.ones(1, dtype=torch.long)).shape == (
+        1,
+        3,
+        32,
+        32,
+    )
     assert main(["eval", str(run)]) == 0
     assert "metrics_skipped" in json.loads((run / "eval.json").read_text())
     capsys.readouterr()

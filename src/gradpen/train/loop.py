@@ -160,6 +160,7 @@ class Trainer:
                 critic_options.setdefault("in_channels", channels)
             if accepts(GENERATORS, config.generator.kind, "out_channels"):
                 gen_options.setdefault("out_channels", channels)
+        self.generator_options = gen_options  # with what the data decided: export records it
         self.G = build_generator(config.generator.kind, **gen_options).to(self.device)
         self.D = build_critic(config.critic.kind, **critic_options).to(self.device)
         if config.train.spectral_norm:
