@@ -132,7 +132,7 @@ def _decode_all(
             names.append(name)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
             raise _bomb_error(path, error) from None
-        except (OSError, SyntaxError, ValueError) as error:  # what Pillow raises on bad data
+        except (OSError, SyntaxError, ValueError, EOFError) as error:  # Pillow on bad data
             skipped.append(f"{name} ({type(error).__name__}: {error})")
     shape = (0, channels, resolution, resolution)
     return (np.stack(kept) if kept else np.zeros(shape, np.uint8)), names, skipped
