@@ -19,6 +19,7 @@ from gradpen.data import images as images_module
 from gradpen.errors import UserError
 from gradpen.export import load_generator
 from gradpen.train.config import load
+from gradpen.train.run import train
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TINY = [
@@ -304,6 +305,18 @@ def test_a_folder_of_mixed_images_trains_samples_and_evaluates_from_the_cli(
     assert main(["eval", str(run)]) == 0
     assert "metrics_skipped" in json.loads((run / "eval.json").read_text())
     capsys.readouterr()
+
+
+def test_an_rgb_array_file_trains_grayscale_dcgan64(tmp_path: Path) -> None:
+    rgb = np.random.default_rng(0).integers(0, 256, (10, 48, 40, 3), dtype=np.uint8)
+    np.savez(tmp_path / "data.npz", x=rgb)
+    kinds = ["generator.kind='dcgan64'", "critic.kind='dcgan64'", "data.holdout=0.2"]
+    sets = [*TINY, "data.name='npz'", f"data.root='{tmp_path / 'data.npz'}'", *kinds]
+    trainer, summary = train(
+        None, [*sets, "data.channels=1", "data.resolution=64"], out=tmp_path / "run"
+    )
+    assert trainer.data.train_set.images.shape == (8, 1, 64, 64)
+    assert trainer.samples01(2)[0].shape == (2, 1, 64, 64) and summary["step"] == 2
 
 
 def png_chunk(kind: bytes, data: bytes) -> bytes:
