@@ -48,13 +48,10 @@ def shape_mismatch(
     sizes = {k: getattr(cls, "image_size", None) for k, cls in registry.items()}
     fitting = [k for k, size in sizes.items() if fits(size, data_size)]
     if data_name in USER_IMAGE_DATA:
-        image_sides = sorted(
-            {size for size in sizes.values() if size not in (None, ANY_IMAGE_SIZE)}
-        )
-        advice = (
-            f"set data.resolution to a side the {role} kinds make "
-            f"({', '.join(f'{k!r}: {sizes[k]}' for k in sizes if sizes[k] in image_sides)})"
-        )
+        sided = [
+            f"{k!r}: {size}" for k, size in sizes.items() if size not in (None, ANY_IMAGE_SIZE)
+        ]
+        advice = f"set data.resolution to a side the {role} kinds make ({', '.join(sided)})"
         if fitting:
             advice += f", or use {role}.kind = {' or '.join(repr(k) for k in fitting)}"
     elif fitting:
