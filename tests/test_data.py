@@ -146,7 +146,7 @@ def test_idx_errors(tmp_path: Path) -> None:
 
 
 def test_image_dataset_rejects_bad_shapes() -> None:
-    with pytest.raises(ValueError, match=r"\(N, 1, H, W\)"):
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
         ImageDataset(torch.zeros(3, 28, 28), torch.zeros(3, dtype=torch.int64))
 
 

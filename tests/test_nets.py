@@ -192,7 +192,9 @@ def test_factory_builds_each_kind() -> None:
 
 
 def test_factory_errors_name_what_is_valid() -> None:
-    with pytest.raises(UserError, match=r"unknown critic kind 'dcgan'.*valid kinds: dcgan28, mlp"):
+    with pytest.raises(
+        UserError, match=r"unknown critic kind 'dcgan'.*valid kinds: dcgan28, dcgan32, dcgan64, mlp"
+    ):
         build_critic("dcgan")
     with pytest.raises(UserError, match=r"'widht'.*did you mean 'width'.*valid options: in_dim"):
         build_critic("mlp", widht=8)

@@ -26,13 +26,10 @@ FORMAT = "gradpen-generator-1"
 def export_generator(run_dir: str | Path, out: str | Path) -> Path:
     """Write the generator of the run in ``run_dir`` to the safetensors file ``out``."""
     trainer = open_run(run_dir)
-    options = dict(trainer.config.generator.options)
-    if trainer.config.data.conditional:
-        options.setdefault("n_classes", trainer.data.num_classes)
     metadata = {
         "format": FORMAT,
         "kind": trainer.config.generator.kind,
-        "options": json.dumps(options),
+        "options": json.dumps(trainer.generator_options),
         "ema": json.dumps(trainer.ema is not None),
         "step": str(trainer.step),
         "config_toml": to_toml(trainer.config),

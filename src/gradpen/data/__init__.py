@@ -1,5 +1,6 @@
-"""Data: the 2-D toy distributions and the digit image datasets."""
+"""Data: the 2-D toy distributions, the digit image datasets, your own images."""
 
+from gradpen.data.images import SkippedImagesWarning, fit_image, load_image_array, load_image_folder
 from gradpen.data.mnist import (
     IMAGE_DATASET_NAMES,
     ImageDataset,
@@ -17,10 +18,14 @@ __all__ = [
     "IMAGE_DATASET_NAMES",
     "TOY_NAMES",
     "ImageDataset",
+    "SkippedImagesWarning",
     "ToyDistribution",
+    "fit_image",
     "from_range",
     "get_image_dataset",
     "get_toy",
+    "load_image_array",
+    "load_image_folder",
     "load_mnist5k",
     "load_mnist_idx",
     "load_sklearn_digits",

@@ -27,14 +27,18 @@ OUTPUT_RANGES = ("sigmoid", "tanh")
 
 @dataclass
 class ImageDataset:
-    """Images (N, 1, H, W) float32 in [0, 1], int64 labels (N,); indexable like a torch Dataset."""
+    """Images (N, C, H, W) float32 in [0, 1], int64 labels (N,); indexable like a torch Dataset.
+
+    ``class_names[i]`` names label i where the source has names (an image folder's classes).
+    """
 
     images: Tensor
     labels: Tensor
+    class_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.images.ndim != 4 or self.images.shape[1] != 1:
-            raise ValueError(f"images must be (N, 1, H, W), got {tuple(self.images.shape)}")
+        if self.images.ndim != 4:
+            raise ValueError(f"images must be (N, C, H, W), got {tuple(self.images.shape)}")
         if self.labels.shape != (self.images.shape[0],):
             raise ValueError(
                 f"labels must be ({self.images.shape[0]},), got {tuple(self.labels.shape)}"
@@ -163,7 +167,7 @@ def split_holdout(
         heldout_mask[chosen[: round(len(members) * fraction)]] = True
 
     def subset(mask: Tensor) -> ImageDataset:
-        return ImageDataset(dataset.images[mask], dataset.labels[mask])
+        return ImageDataset(dataset.images[mask], dataset.labels[mask], dataset.class_names)
 
     return subset(~heldout_mask), subset(heldout_mask)
 

@@ -13,14 +13,31 @@ from typing import Any
 from torch import nn
 
 from gradpen.errors import UserError
-from gradpen.nets.dcgan import DCGANCritic28, DCGANGenerator28
+from gradpen.nets.dcgan import (
+    DCGANCritic28,
+    DCGANCritic32,
+    DCGANCritic64,
+    DCGANGenerator28,
+    DCGANGenerator32,
+    DCGANGenerator64,
+)
 from gradpen.nets.mlp import MLPCritic, MLPGenerator
+from gradpen.nets.resnet import ResNetCritic32, ResNetGenerator32
 from gradpen.nets.zoo import PatchGANCritic
 
-GENERATORS: dict[str, type[nn.Module]] = {"mlp": MLPGenerator, "dcgan28": DCGANGenerator28}
+GENERATORS: dict[str, type[nn.Module]] = {
+    "mlp": MLPGenerator,
+    "dcgan28": DCGANGenerator28,
+    "dcgan32": DCGANGenerator32,
+    "dcgan64": DCGANGenerator64,
+    "resnet32": ResNetGenerator32,  # the WGAN-GP paper's CIFAR-10 ResNet
+}
 CRITICS: dict[str, type[nn.Module]] = {
     "mlp": MLPCritic,
     "dcgan28": DCGANCritic28,
+    "dcgan32": DCGANCritic32,
+    "dcgan64": DCGANCritic64,
+    "resnet32": ResNetCritic32,
     "patch": PatchGANCritic,  # pix2pix's PatchGAN: one score per patch, (B, 1, H', W')
 }
 
@@ -28,9 +45,15 @@ __all__ = [
     "CRITICS",
     "GENERATORS",
     "DCGANCritic28",
+    "DCGANCritic32",
+    "DCGANCritic64",
     "DCGANGenerator28",
+    "DCGANGenerator32",
+    "DCGANGenerator64",
     "MLPCritic",
     "MLPGenerator",
+    "ResNetCritic32",
+    "ResNetGenerator32",
     "accepts",
     "build_critic",
     "build_generator",
@@ -63,7 +86,7 @@ def _build(role: str, registry: dict[str, type[nn.Module]], kind: str, **kw: Any
 
 
 def build_generator(kind: str, **kw: Any) -> nn.Module:
-    """A generator of ``kind`` (``mlp`` or ``dcgan28``) with the given constructor options."""
+    """A generator of ``kind`` (a key of :data:`GENERATORS`) with the given constructor options."""
     return _build("generator", GENERATORS, kind, **kw)
 
 
@@ -79,5 +102,5 @@ def critic_accepts(kind: str, option: str) -> bool:
 
 
 def build_critic(kind: str, **kw: Any) -> nn.Module:
-    """A critic of ``kind`` (``mlp``, ``dcgan28`` or ``patch``) with the given options."""
+    """A critic of ``kind`` (a key of :data:`CRITICS`) with the given constructor options."""
     return _build("critic", CRITICS, kind, **kw)

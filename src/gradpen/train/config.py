@@ -25,10 +25,14 @@ from gradpen.registry import OPTION_BOUNDS, PENALTIES
 class DataConfig:
     """What the generator learns: a 2-D toy or an image set."""
 
-    name: str = "25gaussians"  # 8gaussians | 25gaussians | swissroll | mnist5k | mnist | digits8x8
-    root: str = ""  # folder of the IDX files for name = "mnist"
+    # 8gaussians | 25gaussians | swissroll | mnist5k | mnist | digits8x8 | folder | npz
+    name: str = "25gaussians"
+    root: str = ""  # the IDX folder (mnist), the image folder (folder), the .npz file (npz)
     conditional: bool = False  # image sets: condition both networks on the labels
     holdout: float = 0.2  # image sets: fraction kept out of training for evaluation
+    resolution: int = 32  # folder / npz: side of the square images (resized, center-cropped)
+    channels: int = 3  # folder / npz: 1 (grayscale) or 3 (RGB)
+    cache: str = ""  # folder: decoded-image cache; "" = $GRADPEN_CACHE or ~/.cache/gradpen
 
 
 @dataclass
@@ -99,8 +103,9 @@ class Config:
 
 TOY_DATA = ("8gaussians", "25gaussians", "swissroll")
 IMAGE_DATA = ("mnist5k", "mnist", "digits8x8")
+USER_IMAGE_DATA = ("folder", "npz")  # the user's images, at data.resolution and data.channels
 CHOICES: dict[str, tuple[str, ...]] = {
-    "data.name": TOY_DATA + IMAGE_DATA,
+    "data.name": TOY_DATA + IMAGE_DATA + USER_IMAGE_DATA,
     "train.loss": tuple(LOSSES),
     "train.lr_decay": ("none", "linear"),
     "penalty.name": tuple(PENALTIES),
@@ -232,6 +237,11 @@ def validate(config: Config) -> None:
         raise UserError(f"data.holdout must be in (0, 1), got {config.data.holdout}")
     if config.data.name == "mnist" and not config.data.root:
         raise UserError("data.name = 'mnist' needs data.root: the folder holding the IDX files")
+    if config.data.name in USER_IMAGE_DATA and not config.data.root:
+        what = (
+            "a folder of PNG/JPEG/WebP images" if config.data.name == "folder" else "an .npz file"
+        )
+        raise UserError(f"data.name = {config.data.name!r} needs data.root: {what}")
     if config.data.conditional and config.data.name in TOY_DATA:
         raise UserError(f"data.conditional needs labels; {config.data.name!r} has none")
 

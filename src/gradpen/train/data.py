@@ -7,14 +7,66 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from gradpen.data.images import load_image_array, load_image_folder
 from gradpen.data.mnist import ImageDataset, get_image_dataset, split_holdout, to_range
 from gradpen.data.toys import ToyDistribution, get_toy
 from gradpen.errors import UserError
 from gradpen.nets import CRITICS, GENERATORS
 from gradpen.nets._common import ANY_IMAGE_SIZE
-from gradpen.train.config import TOY_DATA, Config
+from gradpen.train.config import TOY_DATA, USER_IMAGE_DATA, Config
 
 HOLDOUT_SEED = 0
+
+
+def fits(net_size: int | None, data_size: int | None) -> bool:
+    """Whether a network of ``image_size`` ``net_size`` takes samples of side ``data_size``."""
+    return net_size == data_size or (net_size == ANY_IMAGE_SIZE and data_size is not None)
+
+
+def _shape(size: int | None) -> str:
+    if size == ANY_IMAGE_SIZE:
+        return "images of any size"
+    return "2-D points" if size is None else f"{size} x {size} images"
+
+
+def shape_mismatch(
+    data_name: str, data_size: int | None, role: str, kind: str, net_size: int | None
+) -> str:
+    """The message for a ``role`` network that does not fit the data, naming those that do.
+
+    Args:
+        data_name: ``data.name``.
+        data_size: the side of the data's images (None: 2-D points).
+        role: "generator" or "critic".
+        kind: the network's kind name.
+        net_size: the network's ``image_size``.
+
+    Returns:
+        One paragraph for a UserError.
+    """
+    registry = GENERATORS if role == "generator" else CRITICS
+    sizes = {k: getattr(cls, "image_size", None) for k, cls in registry.items()}
+    fitting = [k for k, size in sizes.items() if fits(size, data_size)]
+    if data_name in USER_IMAGE_DATA:
+        sided = [
+            f"{k!r}: {size}" for k, size in sizes.items() if size not in (None, ANY_IMAGE_SIZE)
+        ]
+        advice = f"set data.resolution to a side the {role} kinds make ({', '.join(sided)})"
+        if fitting:
+            advice += f", or use {role}.kind = {' or '.join(repr(k) for k in fitting)}"
+    elif fitting:
+        advice = f"use {role}.kind = {' or '.join(repr(k) for k in fitting)}"
+    else:
+        listed = ", ".join(f"{k!r} ({_shape(size)})" for k, size in sizes.items())
+        advice = (
+            f"no {role} kind that gradpen ships fits them (kinds: {listed}); choose "
+            "data.name = 'mnist5k' or 'mnist' (28 x 28), or train your own networks on "
+            f"gradpen.data.get_image_dataset({data_name!r}) through the library API"
+        )
+    return (
+        f"data {data_name!r} holds {_shape(data_size)}, but the {role} kind {kind!r} "
+        f"works on {_shape(net_size)}: {advice}."
+    )
 
 
 @dataclass
@@ -53,43 +105,12 @@ class BatchSource:
             ("generator", generator, GENERATORS),
             ("critic", critic, CRITICS),
         ):
-            if not self._fits(getattr(net, "image_size", None)):
-                raise UserError(self._shape_mismatch(role, net, registry))
+            kind = next((k for k, cls in registry.items() if type(net) is cls), type(net).__name__)
+            size = getattr(net, "image_size", None)
+            if not fits(size, self.image_size):
+                raise UserError(shape_mismatch(self.name, self.image_size, role, kind, size))
         if self.train_set is not None:
             self.output_range = getattr(generator, "out", "sigmoid")
-
-    def _fits(self, size: int | None) -> bool:
-        """Whether a network of ``image_size`` ``size`` takes this data's samples."""
-        return size == self.image_size or (size == ANY_IMAGE_SIZE and self.image_size is not None)
-
-    def _shape_mismatch(
-        self, role: str, net: nn.Module, registry: dict[str, type[nn.Module]]
-    ) -> str:
-        """The message for a ``role`` network that does not fit the data, naming those that do."""
-
-        def shape(size: int | None) -> str:
-            if size == ANY_IMAGE_SIZE:
-                return "images of any size"
-            return "2-D points" if size is None else f"{size} x {size} images"
-
-        kind = next((k for k, cls in registry.items() if type(net) is cls), type(net).__name__)
-        fits = [k for k, cls in registry.items() if self._fits(getattr(cls, "image_size", None))]
-        made = shape(getattr(net, "image_size", None))
-        if fits:
-            advice = f"use {role}.kind = {' or '.join(repr(k) for k in fits)}"
-        else:
-            sizes = ", ".join(
-                f"{k!r} ({shape(getattr(cls, 'image_size', None))})" for k, cls in registry.items()
-            )
-            advice = (
-                f"no {role} kind that gradpen ships fits them (kinds: {sizes}); choose "
-                "data.name = 'mnist5k' or 'mnist' (28 x 28), or train your own networks on "
-                f"gradpen.data.get_image_dataset({self.name!r}) through the library API"
-            )
-        return (
-            f"data {self.name!r} holds {shape(self.image_size)}, but the {role} kind {kind!r} "
-            f"works on {made}: {advice}."
-        )
 
     def batch(self, n: int) -> tuple[Tensor, Tensor | None]:
         """``n`` real samples (in the generator's range) and their labels when conditional."""
@@ -108,13 +129,54 @@ class BatchSource:
         return torch.randint(self.num_classes, (n,)).to(self.device)
 
 
+def _check_resolution(config: Config) -> None:
+    """Refuse a ``data.resolution`` that the configured networks do not take, before decoding."""
+    for role, registry in (("generator", GENERATORS), ("critic", CRITICS)):
+        kind = getattr(config, role).kind
+        if kind in registry:  # an unknown kind is refused when it is built
+            size = getattr(registry[kind], "image_size", None)
+            if not fits(size, config.data.resolution):
+                message = shape_mismatch(config.data.name, config.data.resolution, role, kind, size)
+                raise UserError(message)
+
+
+def _load_images(config: Config) -> ImageDataset:
+    """The image set that ``config.data`` names (MNIST-like sets, or the user's images)."""
+    data = config.data
+    if data.name == "folder":
+        return load_image_folder(
+            data.root,
+            data.resolution,
+            data.channels,
+            conditional=data.conditional,
+            cache=data.cache,
+        )
+    if data.name == "npz":
+        return load_image_array(
+            data.root, data.resolution, data.channels, conditional=data.conditional
+        )
+    return get_image_dataset(data.name, data.root or None)
+
+
 def make_source(config: Config, device: torch.device) -> BatchSource:
-    """The batch source for ``config.data``."""
+    """The batch source for ``config.data``.
+
+    Raises:
+        UserError: for the user's images, a resolution the networks do not take (checked
+            before decoding); for any image set, fewer training images than one batch.
+    """
     data = config.data
     if data.name in TOY_DATA:
         return BatchSource(device, data.name, toy=get_toy(data.name))
-    full = get_image_dataset(data.name, data.root or None)
-    train_set, heldout = split_holdout(full, data.holdout, seed=HOLDOUT_SEED)
+    if data.name in USER_IMAGE_DATA:
+        _check_resolution(config)
+    train_set, heldout = split_holdout(_load_images(config), data.holdout, seed=HOLDOUT_SEED)
+    if len(train_set) < config.train.batch_size:
+        raise UserError(
+            f"data {data.name!r} has {len(train_set)} training images (after holding out "
+            f"data.holdout = {data.holdout} for evaluation), fewer than one batch of "
+            f"train.batch_size = {config.train.batch_size}: add images or lower train.batch_size"
+        )
     return BatchSource(
         device, data.name, train_set=train_set, heldout=heldout, conditional=data.conditional
     )

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from gradpen.data.mnist import from_range
 from gradpen.plots import plot_critic_surface, plot_curves, save_image_grid
+from gradpen.train.config import USER_IMAGE_DATA
 from gradpen.train.data import BatchSource
 
 EVAL_SEED_OFFSET = 104729
@@ -87,18 +88,26 @@ def evaluate(
 ) -> dict[str, Any]:
     """The run's quality metrics from ``n`` samples: toy coverage, quality and W1; or image FD,
     KID, precision, recall and classes, with the real-data floor at the same sample size
-    (``floor_*``). Arguments as in :func:`sample_images01`."""
+    (``floor_*``); for images the shipped MNIST classifier does not score (the user's images,
+    other shapes) only ``metrics_skipped``, saying why. Arguments as in
+    :func:`sample_images01`."""
     samples, labels = sample_images01(sampler, data, n, seed=seed, device=device)
     if data.toy is not None:
         from gradpen.metrics.toy import toy_metrics
 
         real = data.toy.sample(n, generator=torch.Generator().manual_seed(_eval_seed(seed) + 1))
         return toy_metrics(samples, data.toy, real)
-    from gradpen.metrics.classifier import load_classifier
+    from gradpen.metrics.classifier import IMAGE_SIDE, load_classifier
     from gradpen.metrics.images import image_metrics
 
     heldout, train_set = data.heldout, data.train_set
     assert heldout is not None and train_set is not None
+    shape = tuple(train_set.images.shape[1:])
+    if data.name in USER_IMAGE_DATA or shape != (1, IMAGE_SIDE, IMAGE_SIDE):
+        return {
+            "metrics_skipped": f"the shipped classifier scores MNIST digits (1 x 28 x 28); "
+            f"data {data.name!r} holds {' x '.join(map(str, shape))} images"
+        }
     classifier = load_classifier()  # one load for both scorings below
     result = image_metrics(samples, heldout.images, fake_labels=labels, classifier=classifier)
     # The floor: real training digits in place of the fakes, same count, same reference set, so

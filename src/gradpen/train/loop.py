@@ -160,6 +160,7 @@ class Trainer:
                 critic_options.setdefault("in_channels", channels)
             if accepts(GENERATORS, config.generator.kind, "out_channels"):
                 gen_options.setdefault("out_channels", channels)
+        self.generator_options = gen_options  # with what the data decided: export records it
         self.G = build_generator(config.generator.kind, **gen_options).to(self.device)
         self.D = build_critic(config.critic.kind, **critic_options).to(self.device)
         if config.train.spectral_norm:
@@ -201,7 +202,7 @@ class Trainer:
             return  # toy data are drawn fresh: each rank's own random stream is its shard
         rank, world = self.dist.rank, self.dist.world_size
         self.data.train_set = type(train_set)(
-            train_set.images[rank::world], train_set.labels[rank::world]
+            train_set.images[rank::world], train_set.labels[rank::world], train_set.class_names
         )
 
     # --- state ------------------------------------------------------------------------------
@@ -484,11 +485,15 @@ class Trainer:
     # --- the loop ---------------------------------------------------------------------------
 
     def prepare_run_dir(self) -> None:
-        """Fail early if the run directory cannot hold the run; write ``config.toml``; clear
-        the temporary files of a write that a crash interrupted (rank 0 only)."""
+        """Fail early if the run directory cannot hold the run; write ``config.toml`` (and
+        ``classes.json``, label i's name, for an image folder's classes); clear the temporary
+        files of a write that a crash interrupted (rank 0 only)."""
         check_writable(self.run_dir, needed_bytes=4 * _state_bytes(self) + 2**24)
         remove_stale_temporaries(self.checkpoint_path)
         write_text_atomic(self.run_dir / "config.toml", to_toml(self.config))
+        names = self.data.train_set.class_names if self.data.train_set is not None else ()
+        if self.config.data.conditional and names:
+            write_text_atomic(self.run_dir / "classes.json", json.dumps(list(names)) + "\n")
 
     def _stop_requested(self) -> bool:
         """Whether Ctrl-C (or SIGTERM) reached any rank: all ranks stop at the same step."""
