@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import tomllib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +14,8 @@ import torch
 from torch import nn
 
 from gradpen.studies import capacity
+from gradpen.studies._toolkit import apply_typed
+from gradpen.train.config import from_dict, to_dict
 
 SIDE = 28
 
@@ -223,6 +227,22 @@ def test_settings_are_the_docstrings():
         assert generator["train"]["steps"] == 200
         assert generator["generator"]["kind"] == generator["critic"]["kind"] == "dcgan28"
         assert generator["generator"]["width"] == generator["critic"]["width"] == 32
+
+
+def test_the_fake_generator_is_the_wgangp_recipe_at_the_studys_size():
+    recipe = Path(__file__).resolve().parents[1] / "configs" / "mnist" / "wgangp.toml"
+    size = {
+        "generator.width": 32,
+        "critic.width": 32,
+        "train.steps": 200,
+        "train.threads": 1,
+        "log.every": 20,
+        "log.checkpoint_every": 200,
+        "log.eval_samples": 100,
+        "log.progress": False,
+    }
+    expected = from_dict(apply_typed(tomllib.loads(recipe.read_text()), size))
+    assert to_dict(capacity.generator_config(capacity.CapacityConfig())) == to_dict(expected)
 
 
 def test_quick_run_writes_report_figures_and_its_settings(tmp_path):
