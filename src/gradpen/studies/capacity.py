@@ -370,7 +370,16 @@ def _sample_batch(pool: Tensor, size: int, generator: torch.Generator) -> Tensor
 
 
 def fine_fraction(critic: nn.Module, reals: Tensor, cut: float) -> float:
-    """Mean over ``reals`` of the fraction of ``grad_x D`` energy at ``rho > cut``."""
+    """The fine fraction of the critic's input gradient, averaged over ``reals``.
+
+    Args:
+        critic: the critic.
+        reals: the points, ``(B, C, N, N)``.
+        cut: the band edge, cycles per pixel.
+
+    Returns:
+        The mean over ``reals`` of the fraction of ``||grad_x D||^2`` at ``rho > cut``.
+    """
     gradient = input_gradient(critic, reals).detach()
     return float(energy_fraction_above(gradient, cut).mean())
 
@@ -492,7 +501,15 @@ def _arm(weight: float) -> str:
 
 
 def settings(quick: bool = False) -> Settings:
-    """Each lambda's settings: the shared parameters, the fake generator's engine config, lambda."""
+    """Each lambda's settings, as ``run`` records them under ``"settings"``.
+
+    Args:
+        quick: the seconds-long size the tests run.
+
+    Returns:
+        ``{"lambda0.1": ..., ...}``: the shared parameters, the fake generator's engine config
+        (``fake_generator``) and the arm's ``weight``.
+    """
     config = QUICK if quick else CapacityConfig()
     shared = dataclasses.asdict(config) | {"fake_generator": to_dict(generator_config(config))}
     return sweep_settings(shared, {_arm(w): {"weight": w} for w in config.lambdas})
@@ -539,6 +556,12 @@ def verdict(trends: dict[str, dict[str, Any]]) -> str:
 
     Supported: all three fall with lambda (monotone) and the end points differ beyond twice the
     seeds' spread. Contradicted: all three rise that way. Otherwise mixed.
+
+    Args:
+        trends: each statistic's ``_trend`` (``monotone``, ``beyond_seed_noise``).
+
+    Returns:
+        ``"supported"``, ``"contradicted"`` or ``"mixed"``.
     """
     clear = [t["beyond_seed_noise"] for t in trends.values()]
     directions = {t["monotone"] for t in trends.values()}
@@ -611,7 +634,15 @@ def _gradient_grid(critics: dict[str, nn.Module], digits: Tensor) -> Tensor:
 
 
 def run(out_dir: Path, *, quick: bool = False) -> Path:
-    """Make the fakes, train every (lambda, seed) critic, measure, write the report directory."""
+    """Make the fakes, train every (lambda, seed) critic, measure, write the report directory.
+
+    Args:
+        out_dir: the report directory (the generator's engine run goes to ``runs/generator``).
+        quick: the seconds-long smoke version (:data:`QUICK`).
+
+    Returns:
+        The path of ``report.md``.
+    """
     config = QUICK if quick else CapacityConfig()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
