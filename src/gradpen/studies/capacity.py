@@ -475,7 +475,6 @@ def measure(
         ``fine/translation`` and ``fine/coarse``.
     """
     gradient = input_gradient(critic, probe_reals).detach()
-    rings = radial_power_spectrum(gradient)
     with torch.no_grad():
         gap = float(critic(probe_reals).mean() - critic(probe_fakes).mean())
     response = responses(critic, bases, perturbations)
@@ -485,7 +484,7 @@ def measure(
         "coarse": float(1 - energy_fraction_above(gradient, config.coarse_up_to).mean()),
         "lattice": float(energy_fraction(gradient, stride_lattice(gradient.shape[-1])).mean()),
         "grad_norm": float(grad_norm(gradient).mean()),
-        "spectrum": (rings / rings.sum(dim=1, keepdim=True)).mean(dim=0).tolist(),
+        "spectrum": _mean_ring_fractions(gradient).tolist(),
         "gap": gap,
         "response": response,
         "fine/translation": odd["fine"] / odd["translation"],
@@ -572,8 +571,14 @@ def verdict(trends: dict[str, dict[str, Any]]) -> str:
     return "mixed"
 
 
+def _mean_ring_fractions(images: Tensor) -> Tensor:
+    """The images' energy fraction per ring (:func:`radial_power_spectrum`), mean over images."""
+    rings = radial_power_spectrum(images)
+    return (rings / rings.sum(dim=1, keepdim=True)).mean(dim=0)
+
+
 def _plot_spectra(
-    runs: dict[str, list[dict[str, Any]]], reals_spectrum: Tensor, config: CapacityConfig
+    runs: dict[str, list[dict[str, Any]]], references: dict[str, Tensor], config: CapacityConfig
 ) -> plt.Figure:
     figure, axis = plt.subplots(figsize=(6, 4))
     side = 28
@@ -581,8 +586,8 @@ def _plot_spectra(
         mean = torch.tensor([m["spectrum"] for m in measured]).mean(dim=0)
         rings = torch.arange(len(mean)) / side
         axis.semilogy(rings, mean, "o-", ms=3, label=f"∇D, λ = {arm.removeprefix('lambda')}")
-    rings = torch.arange(len(reals_spectrum)) / side
-    axis.semilogy(rings, reals_spectrum, "k--", label="the digits themselves")
+    for (name, spectrum), style in zip(references.items(), ("k--", "k:"), strict=True):
+        axis.semilogy(torch.arange(len(spectrum)) / side, spectrum, style, label=name)
     for edge in (config.coarse_up_to, config.fine_above):
         axis.axvline(edge, color="grey", lw=0.8)
     axis.set(
@@ -652,8 +657,10 @@ def run(out_dir: Path, *, quick: bool = False) -> Path:
     assert train_set is not None and heldout is not None
     reals = train_set.images
     pool, probe_fakes = fakes[: config.fake_pool], fakes[config.fake_pool :]
-    probe_reals = heldout.images[: config.probe_images]
     noise = torch.Generator().manual_seed(config.probe_seed)
+    # The held-out digits are stored class by class: a random subset keeps the classes mixed.
+    chosen = torch.randperm(len(heldout), generator=noise)[: config.probe_images]
+    probe_reals = heldout.images[chosen]
     bases, perturbations = matched_perturbations(
         probe_reals,
         shift_fraction=config.shift_fraction,
@@ -681,20 +688,26 @@ def run(out_dir: Path, *, quick: bool = False) -> Path:
         if seed == config.seeds[0]:
             shown[_arm(weight)] = critic
 
-    reals_spectrum = radial_power_spectrum(probe_reals)
-    reals_spectrum = (reals_spectrum / reals_spectrum.sum(dim=1, keepdim=True)).mean(dim=0)
+    image_spectra = {
+        "the digits themselves": _mean_ring_fractions(probe_reals),
+        "the fakes themselves": _mean_ring_fractions(probe_fakes),
+    }
     references = {
         "digits_fine": float(energy_fraction_above(probe_reals, config.fine_above).mean()),
         "digits_coarse": float(1 - energy_fraction_above(probe_reals, config.coarse_up_to).mean()),
         "white_noise_fine": float((radial_frequency(28) > config.fine_above).double().mean()),
         "white_noise_coarse": float((radial_frequency(28) <= config.coarse_up_to).double().mean()),
+        "fakes_fine": float(energy_fraction_above(probe_fakes, config.fine_above).mean()),
+        "fakes_coarse": float(1 - energy_fraction_above(probe_fakes, config.coarse_up_to).mean()),
+        "digits_lattice": float(energy_fraction(probe_reals, stride_lattice(28)).mean()),
+        "fakes_lattice": float(energy_fraction(probe_fakes, stride_lattice(28)).mean()),
         "perturbation_norm": float(grad_norm(perturbations["translation"]).mean()),
     }
     trends = {key: _trend(runs, key) for key in ("fine", "fine/translation", "fine/coarse")}
     outcome = verdict(trends)
 
     figures = [
-        save_figure(_plot_spectra(runs, reals_spectrum, config), out_dir, "spectra.png"),
+        save_figure(_plot_spectra(runs, image_spectra, config), out_dir, "spectra.png"),
         save_figure(_plot_trends(runs), out_dir, "trends.png"),
         save_figure(_plot_training(curves), out_dir, "training.png"),
     ]
@@ -732,9 +745,13 @@ def run(out_dir: Path, *, quick: bool = False) -> Path:
     )
     reference = (
         f"For scale: the digits' own pixels put {references['digits_fine']:.3g} of their energy "
-        f"at ρ > {config.fine_above:g} and {references['digits_coarse']:.3g} at ρ ≤ "
-        f"{config.coarse_up_to:g}; white noise (equal energy per coefficient) puts "
-        f"{references['white_noise_fine']:.3g} and {references['white_noise_coarse']:.3g} there."
+        f"at ρ > {config.fine_above:g}, {references['digits_coarse']:.3g} at ρ ≤ "
+        f"{config.coarse_up_to:g} and {references['digits_lattice']:.3g} on the stride lattice; "
+        f"the fakes {references['fakes_fine']:.3g}, {references['fakes_coarse']:.3g} and "
+        f"{references['fakes_lattice']:.3g} (the checkerboard of the generator's transposed "
+        "convolutions: a fine-detail tell); white noise (equal energy per coefficient) puts "
+        f"{references['white_noise_fine']:.3g} at ρ > {config.fine_above:g} and "
+        f"{references['white_noise_coarse']:.3g} at ρ ≤ {config.coarse_up_to:g}."
     )
     response_table = markdown_table(
         [
@@ -786,7 +803,7 @@ def run(out_dir: Path, *, quick: bool = False) -> Path:
         "runs": runs,
         "untrained": untrained,
         "training_curves": curves,
-        "digits_spectrum": reals_spectrum.tolist(),
+        "image_spectra": {name: spectrum.tolist() for name, spectrum in image_spectra.items()},
     }
     return report(
         out_dir,
