@@ -141,24 +141,24 @@ def test_manifold_settings_match_its_docstring():
             "wgan-gp": ("wgan", "wgan-gp", 10.0),
             "r1": ("ns", "r1", 1.0),
         }[method]
-        assert (table["width"], table["depth"], table["noise_dim"]) == (128, 3, 2)
+        assert (table["width"], table["depth"], table["noise_dim"]) == (64, 3, 2)
         assert (table["lr"], table["betas"], table["n_critic"]) == (1e-3, [0.5, 0.9], 5)
-        assert (table["batch_size"], table["steps"], table["seeds"]) == (256, 1200, [0, 1])
-        assert (table["measure_every"], table["measure_points"], table["bins"]) == (100, 1000, 20)
+        assert (table["batch_size"], table["steps"], table["seeds"]) == (128, 800, [0, 1])
+        assert (table["measure_every"], table["measure_points"], table["bins"]) == (100, 500, 20)
 
 
 def test_optimal_critic_settings_match_its_docstring():
     settings = optimal_critic.settings()
-    assert len(settings) == 3 * 7
+    assert len(settings) == 2 * 7
     grid = {(t["cloud_name"], t["weight"], t["width"]) for t in settings.values()}
-    for cloud in ("8gaussians-2d", "swissroll-2d", "8gaussians-16d"):
+    for cloud in ("8gaussians-2d", "8gaussians-16d"):
         lambdas = {(cloud, w, 128) for w in (0.1, 1.0, 10.0, 100.0)}
         widths = {(cloud, 10.0, n) for n in (16, 64, 256)}
         assert {g for g in grid if g[0] == cloud} == lambdas | widths
     for table in settings.values():
         assert table["cloud"]["noise_std"] == 1.0
         assert table["cloud"]["dim"] == (16 if table["cloud_name"].endswith("16d") else 2)
-        assert (table["points"], table["steps"], table["lr"]) == (512, 2000, 1e-3)
+        assert (table["points"], table["steps"], table["lr"]) == (256, 1500, 1e-3)
         assert (table["betas"], table["depth"]) == ([0.5, 0.9], 3)
         assert table["ts"] == [0.1, 0.3, 0.5, 0.7, 0.9]
 
