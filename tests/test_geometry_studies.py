@@ -145,6 +145,7 @@ def test_manifold_settings_match_its_docstring():
         assert (table["lr"], table["betas"], table["n_critic"]) == (1e-3, [0.5, 0.9], 5)
         assert (table["batch_size"], table["steps"], table["seeds"]) == (128, 800, [0, 1])
         assert (table["measure_every"], table["measure_points"], table["bins"]) == (100, 500, 20)
+        assert (table["probe_steps"], table["collapsed_arc"]) == (500, 0.5)
 
 
 def test_optimal_critic_settings_match_its_docstring():
@@ -189,5 +190,14 @@ def test_quick_run_writes_its_report(tmp_path, name):
             for key, values in runs[0]["curves"].items():
                 if key.startswith("tangent_share"):
                     assert all(0.0 <= v <= 1.0 for v in values)
+            assert 0.0 <= runs[0]["probe"]["tangent_share_fake"] <= 1.0
     else:
         assert results["coupling_gap"] < 1e-6  # the coupling's cost is ot.emd2's W1
+
+
+def test_collapsed_fakes_lie_on_the_first_part_of_the_arc_only():
+    circle = Curve("circle")
+    fakes = manifold.collapsed_fakes(circle, 200, 0.5, torch.Generator().manual_seed(0))
+    arc, _, distance = circle.project(fakes)
+    assert float(arc.max()) < 0.5 and float(distance.max()) < 1e-6
+    assert bool((fakes[:, 1] >= -1e-6).all())  # arc [0, 1/2) of the unit circle: y >= 0
