@@ -61,6 +61,7 @@ FUSED_ADAM_DEVICES = ("cpu", "cuda")
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Below this the float16 scaler divides the gradients: even unscaled they overflow float16.
 MIN_LOSS_SCALE = 1.0
+FP16_CRITIC_INIT_SCALE = 2.0**15
 COMPILE_BACKEND = "inductor"  # torch.compile's backend for train.compile (tests use aot_eager)
 
 
@@ -228,7 +229,11 @@ class Trainer:
         # float16 scales each backward (the penalty's input gradient too) so that small
         # gradients do not underflow; disabled, a scaler passes everything through unchanged.
         fp16 = t.precision == "fp16"
-        self.scaler_D = torch.amp.GradScaler(self.device.type, enabled=fp16)
+        # The critic's scale starts at 2^15: at torch's default 2^16 the penalty's scaled
+        # gradient seed itself overflows float16 (max 65504), so its first step always skipped.
+        self.scaler_D = torch.amp.GradScaler(
+            self.device.type, init_scale=FP16_CRITIC_INIT_SCALE, enabled=fp16
+        )
         self.scaler_G = torch.amp.GradScaler(self.device.type, enabled=fp16)
         self.penalty = _build_penalty(config, self.D, self.scaler_D if fp16 else None)
         # What the losses and the penalty see: the critic after the augmentation, if any.
@@ -454,7 +459,7 @@ class Trainer:
 
         def penalty_term(reused: dict[str, Any]) -> Tensor:
             return pen(
-                self.D_train,
+                self.D_seen,
                 real=batches["real"],
                 fake=batches["fake"],
                 cond=y,
@@ -488,10 +493,11 @@ class Trainer:
         self.scaler_D.scale(loss + term).backward(
             inputs=[p for p in self.D.parameters() if p.requires_grad]
         )
-        self._optimizer_step(self.opt_D, self.scaler_D, "critic")
+        skipped = self._optimizer_step(self.opt_D, self.scaler_D, "critic")
         if self.config.train.clip > 0:
             clip_weights_(self.D, self.config.train.clip)
-        return {
+        fp16 = {"skipped": torch.tensor(float(skipped))} if self.scaler_D.is_enabled() else {}
+        return fp16 | {
             "d_loss": loss.detach().float(),
             "penalty": term.detach().float(),
             # E[D(real)] - E[D(fake)], the negated WGAN loss (per patch for a patch critic)
@@ -556,10 +562,8 @@ class Trainer:
         """``n_critic`` critic steps then ``n_generator`` generator steps; one generator step
         of the schedule."""
         t = self.config.train
-        sums: dict[str, Tensor] = {}
-        for _ in range(t.n_critic):
-            for key, value in self.critic_step().items():
-                sums[key] = sums.get(key, 0) + value / t.n_critic
+        steps = [self.critic_step() for _ in range(t.n_critic)]
+        sums = {key: finite_mean([stats[key] for stats in steps]) for key in steps[0]}
         g_losses = [self.generator_step() for _ in range(t.n_generator)]
         sums["g_loss"] = torch.stack(g_losses).mean()
         for scheduler in self.schedulers:
@@ -586,17 +590,21 @@ class Trainer:
 
     def _optimizer_step(
         self, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, name: str
-    ) -> None:
+    ) -> bool:
         """``optimizer.step()`` after the gradient check; under float16 the scaler's step.
 
         Float16: the gradients are unscaled, and a non-finite one means the scale overflowed:
         the scaler skips the step and halves the scale. Training stops only when the scale
         falls below :data:`MIN_LOSS_SCALE`, where even unscaled gradients overflow.
+
+        Returns:
+            Whether the step was skipped (float16 only).
         """
         if not scaler.is_enabled():
             self._check_gradients(optimizer, name)
             optimizer.step()
-            return
+            return False
+        scale = scaler.get_scale()
         scaler.unscale_(optimizer)
         scaler.step(optimizer)
         scaler.update()
@@ -607,6 +615,7 @@ class Trainer:
                 f"stopped and the last good checkpoint ({self.checkpoint_path}) was kept. Use "
                 "train.precision = 'bf16' or 'fp32', or lower the learning rates"
             )
+        return scaler.get_scale() < scale
 
     def _check_gradients(self, optimizer: torch.optim.Optimizer, name: str) -> None:
         """Stop on a NaN or inf among the gradients of ``optimizer``'s parameters.
@@ -668,15 +677,15 @@ class Trainer:
         """Whether Ctrl-C (or SIGTERM) reached any rank: all ranks stop at the same step."""
         return distributed.any_rank(self._interrupted, self.dist, self.device)
 
-    def _record(self, sums: dict[str, Tensor], rounds: int, started: float) -> dict[str, Any]:
+    def _record(self, rounds: dict[str, list[Tensor]], started: float) -> dict[str, Any]:
         """The metrics record of the rounds since the last one, averaged over the ranks."""
-        keys = list(sums)
+        keys = list(rounds)
         means = distributed.mean_over_ranks(
-            torch.stack([sums[k] for k in keys]) / rounds, self.dist
+            torch.stack([finite_mean(rounds[k]) for k in keys]), self.dist
         )
         record: dict[str, Any] = {"step": self.step, "critic_steps": self.d_step}
         record |= dict(zip(keys, means.tolist(), strict=True))
-        record["step_time"] = (time.perf_counter() - started) / rounds
+        record["step_time"] = (time.perf_counter() - started) / len(rounds[keys[0]])
         if self.dist.is_main:
             record |= self.gradient_norms()
         return record
@@ -697,8 +706,8 @@ class Trainer:
             disable=None if cfg.log.progress and main else True,
             dynamic_ncols=True,
         )
-        sums: dict[str, Tensor] = {}
-        rounds, started = 0, time.perf_counter()
+        rounds: dict[str, list[Tensor]] = {}
+        started = time.perf_counter()
         with _signals_set_flag(self), ExitStack() as files:
             metrics = (
                 files.enter_context((self.run_dir / "metrics.jsonl").open("a")) if main else None
@@ -706,10 +715,9 @@ class Trainer:
             events = self._tensorboard(files) if main and cfg.log.tensorboard else None
             while self.step < cfg.train.steps and not self._stop_requested():
                 for key, value in self.train_round().items():
-                    sums[key] = sums.get(key, 0) + value
-                rounds += 1
+                    rounds.setdefault(key, []).append(value)
                 if self.step % cfg.log.every == 0 or self.step == cfg.train.steps:
-                    record = self._record(sums, rounds, started)
+                    record = self._record(rounds, started)
                     if metrics is not None:
                         metrics.write(json.dumps(record) + "\n")
                         metrics.flush()
@@ -720,7 +728,7 @@ class Trainer:
                         g=f"{record['g_loss']:.3f}",
                         W=f"{record['wasserstein']:.3f}",
                     )
-                    sums, rounds, started = {}, 0, time.perf_counter()
+                    rounds, started = {}, time.perf_counter()
                 bar.update(1)
                 if self.step % cfg.log.checkpoint_every == 0 or self.step == cfg.train.steps:
                     self.save_checkpoint()
@@ -773,6 +781,17 @@ class Trainer:
             device=self.device,
             title=f"step {self.step}",
         )
+
+
+def finite_mean(values: list[Tensor]) -> Tensor:
+    """The mean of the finite ones among scalar ``values`` (NaN if none is finite).
+
+    Only under float16 can a logged value be non-finite without stopping training: the
+    penalty of a step whose scaled gradient overflowed, which the scaler skipped.
+    """
+    stacked = torch.stack(values)
+    finite = torch.isfinite(stacked)
+    return torch.where(finite, stacked, 0.0).sum() / finite.sum()
 
 
 def _summary_writer_class() -> Any:
