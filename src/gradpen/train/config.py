@@ -61,6 +61,7 @@ class TrainConfig:
     threads: int = 0  # CPU threads for torch; 0 = auto (see threads_for), a number wins
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 with GradScaler)
     compile: bool = False  # the critic step through gradpen.compiled.CompiledCriticStep
+    channels_last: bool = False  # conv networks in channels-last (NHWC) memory format
     augment: str = ""  # DiffAugment families, e.g. "color,translation,cutout"; "" = off
 
 

@@ -215,6 +215,11 @@ class Trainer:
                 gen_options.setdefault("out_channels", channels)
         self.G = build_generator(config.generator.kind, **gen_options).to(self.device)
         self.D = build_critic(config.critic.kind, **critic_options).to(self.device)
+        if config.train.channels_last:
+            # 4-D weights in NHWC order: each convolution then runs (and returns) channels-last
+            # whatever its input's layout; MLPs are unchanged.
+            for net in (self.G, self.D):
+                net.to(memory_format=torch.channels_last)
         if config.train.spectral_norm:
             spectral_norm(self.D)
         self.data.check_networks(self.G, self.D)
