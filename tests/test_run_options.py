@@ -157,6 +157,24 @@ def test_a_precision_the_device_cannot_autocast_is_a_user_error(monkeypatch, tmp
         load(None, [*TOY, "train.precision='fp8'"])
 
 
+def test_channels_last_converts_the_conv_networks_and_trains_like_the_default(tmp_path):
+    rounds, trainers = {}, {}
+    for layout in ("false", "true"):
+        overrides = [*IMAGES, f"train.channels_last={layout}", "penalty.name='r1'"]
+        trainers[layout] = Trainer(load(None, overrides), tmp_path / layout)
+        torch.manual_seed(4)
+        rounds[layout] = trainers[layout].train_round()
+    for layout, trainer in trainers.items():
+        for net in (trainer.G, trainer.D):
+            weights = [p for p in net.parameters() if p.dim() == 4]
+            nhwc = [w.is_contiguous(memory_format=torch.channels_last) for w in weights]
+            assert weights and (all(nhwc) if layout == "true" else not all(nhwc))
+    for key in ("d_loss", "penalty", "wasserstein", "g_loss"):
+        torch.testing.assert_close(rounds["true"][key], rounds["false"][key])
+    for a, b in zip(trainers["false"].D.parameters(), trainers["true"].D.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+
+
 # --- compile --------------------------------------------------------------------------------
 
 
