@@ -501,7 +501,11 @@ class Trainer:
         skipped = self._optimizer_step(self.opt_D, self.scaler_D, "critic")
         if self.config.train.clip > 0:
             clip_weights_(self.D, self.config.train.clip)
-        fp16 = {"skipped": torch.tensor(float(skipped))} if self.scaler_D.is_enabled() else {}
+        fp16 = (
+            {"skipped": torch.tensor(float(skipped), device=self.device)}
+            if self.scaler_D.is_enabled()
+            else {}
+        )
         return fp16 | {
             "d_loss": loss.detach().float(),
             "penalty": term.detach().float(),
@@ -568,13 +572,13 @@ class Trainer:
         of the schedule."""
         t = self.config.train
         steps = [self.critic_step() for _ in range(t.n_critic)]
-        sums = {key: finite_mean([stats[key] for stats in steps]) for key in steps[0]}
+        means = {key: finite_mean([stats[key] for stats in steps]) for key in steps[0]}
         g_losses = [self.generator_step() for _ in range(t.n_generator)]
-        sums["g_loss"] = torch.stack(g_losses).mean()
+        means["g_loss"] = torch.stack(g_losses).mean()
         for scheduler in self.schedulers:
             scheduler.step()
         self.step += 1
-        return sums
+        return means
 
     # --- guards ---------------------------------------------------------------------------
 
