@@ -95,6 +95,14 @@ def test_each_precision_runs_the_forwards_in_its_dtype_with_finite_losses(
     assert seen.dtypes == {torch.float32}
 
 
+def test_fp16_with_a_lazy_penalty_takes_its_separate_scaled_step(tmp_path):
+    overrides = [*TOY, "train.precision='fp16'", "penalty.name='r1'", "penalty.every=2"]
+    trainer = Trainer(load(None, overrides), tmp_path / "run")
+    stats = trainer.train_round()  # critic steps 0 (loss + lazy penalty phase) and 1 (loss)
+    assert torch.isfinite(stats["penalty"]) and stats["penalty"] > 0
+    assert trainer.scaler_D.state_dict()["_growth_tracker"] == 3  # three scaled critic steps
+
+
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_a_tiny_image_run_in_16_bits_with_augmentation(tmp_path, precision):
     overrides = [*IMAGES, f"train.precision={precision!r}", "train.augment='translation,cutout'"]

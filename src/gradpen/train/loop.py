@@ -492,7 +492,9 @@ class Trainer:
             else:
                 anchor = sum(scores(out, batches[k].shape[0]).sum() for k, out in outs.items())
                 loss = 0.0 * anchor
-        self._check_finite(self._divergence_terms(loss if with_loss else None, term))
+        terms = self._divergence_terms(loss if with_loss else None, term)
+        if terms:  # (the float16 lazy penalty phase has none)
+            self._check_finite(terms)
         self.opt_D.zero_grad(set_to_none=True)
         # Only the parameters: a batch that requires grad for forward reuse gets no gradient.
         self.scaler_D.scale(loss + term).backward(
