@@ -210,5 +210,13 @@ class AugmentedCritic(nn.Module):
         self.policy = parse_policy(policy)
 
     def forward(self, x: Tensor, *cond: Any) -> Any:
-        """The critic's output on the augmented ``x``: ``(B, C, H, W)`` in, its output out."""
+        """The critic's output on the augmented images.
+
+        Args:
+            x: images, ``(B, C, H, W)``, before the augmentation.
+            *cond: the condition of a conditional critic, if any.
+
+        Returns:
+            What the critic returns for ``diff_augment(x)`` (e.g. ``(B,)`` scores).
+        """
         return self.critic(diff_augment(x, self.policy), *cond)
