@@ -6,10 +6,11 @@ learns through it. Each transform draws its parameters per sample from torch's g
 never mixes samples (row ``i`` of the output depends on row ``i`` of the input only), so the
 gradient of ``critic(T(x)).sum()`` is still the per-sample input gradient a penalty needs.
 
-The policy names the families, comma-separated, applied in this order: ``color`` (brightness,
-then saturation, then contrast), ``translation`` (an integer shift of up to 1/8 of each side,
-zeros shifted in), ``cutout`` (a square of half the side set to zero, centered anywhere in the
-image and clipped at its border). The deterministic transforms (:func:`translate`,
+The policy names the families, comma-separated, applied in the order named (DiffAugment's
+recipes use ``"color,translation,cutout"``): ``color`` (brightness, then saturation, then
+contrast), ``translation`` (an integer shift of up to 1/8 of each side, zeros shifted in),
+``cutout`` (a square of half the side set to zero, centered anywhere in the image and clipped
+at its border). The deterministic transforms (:func:`translate`,
 :func:`cut_out`, :func:`adjust_color`) take the per-sample parameters; :func:`diff_augment` draws
 them. :class:`AugmentedCritic` is ``x -> critic(T(x))``: a penalty taken through it is taken at
 the pre-augmentation image (StyleGAN2-ADA's convention).
@@ -33,6 +34,7 @@ __all__ = [
 ]
 
 POLICIES = ("color", "translation", "cutout")
+"""The augmentation families a policy may name."""
 TRANSLATION_RATIO = 0.125  # the largest shift, as a fraction of the side (DiffAugment's)
 CUTOUT_RATIO = 0.5  # the side of the cut-out square, as a fraction of the image's side
 
