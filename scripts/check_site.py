@@ -36,6 +36,7 @@ CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrom
 # The modules whose public names (``__all__``) the API reference must show, and their pages.
 API_PAGES = {
     "gradpen": "api/gradpen.html",
+    "gradpen.augment": "api/augment.html",
     "gradpen.losses": "api/losses.html",
     "gradpen.lipschitz": "api/lipschitz.html",
     "gradpen.robust": "api/robust.html",

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 import gradpen as gp
+from gradpen import losses
 from gradpen.compiled import CompiledCriticStep
 from gradpen.errors import UserError
 
@@ -79,6 +80,39 @@ def test_compiled_module_loss_forward_with_eager_penalty_forward_matches_eager()
     real = real.requires_grad_(True)
     with pytest.raises(ValueError, match=r"torch\.compile.*double backward.*CompiledCriticStep"):
         gp.Penalty("r1")(fast, real=real, real_scores=fast(real))
+
+
+class PatchCritic(nn.Module):
+    """A (B, 1, 2, 2) score map: one linear score per 2 x 2 patch of a 4 x 4 image."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(1, 1, 2, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.leaky_relu(self.conv(x), 0.2)
+
+
+@pytest.mark.parametrize("reduce", ["sum", "mean"])
+def test_compiled_step_on_a_patch_critic_matches_the_eager_loss_and_penalty(reduce):
+    """The loss on the score maps (mean over batch and patches), the penalty's score by
+    ``reduce``: as the eager loop computes them."""
+    g = torch.Generator().manual_seed(2)
+    real, fake = torch.randn(3, 1, 4, 4, generator=g), torch.randn(3, 1, 4, 4, generator=g)
+    penalty = gp.Penalty("r1", weight=3.0, reduce=reduce)
+    eager_net, compiled_net = PatchCritic(), PatchCritic()
+    term = penalty(eager_net, real=real)
+    loss = losses.d_loss("ns", eager_net(real), eager_net(fake))
+    (loss + term).backward()
+    step = CompiledCriticStep(compiled_net, penalty, loss="ns", backend="aot_eager")
+    stats = step.update(real, fake)
+    torch.testing.assert_close(stats["d_loss"], loss.detach())
+    torch.testing.assert_close(stats["penalty"], term.detach())
+    wasserstein = eager_net(real).mean() - eager_net(fake).mean()
+    torch.testing.assert_close(stats["wasserstein"], wasserstein.detach())
+    for a, b in zip(eager_net.parameters(), compiled_net.parameters(), strict=True):
+        torch.testing.assert_close(b.grad, a.grad)
 
 
 def test_compiled_step_refuses_what_it_cannot_do():

@@ -97,6 +97,14 @@ def test_grad_norm_of_a_16_bit_gradient_is_float32():
     torch.testing.assert_close(gp.grad_norm(g), torch.full((2,), 300.0 * 3**0.5))
 
 
+def test_grad_norm_is_nan_for_a_nan_gradient_and_zero_with_zero_gradient_at_zero():
+    g = torch.tensor([[float("nan"), 1.0], [0.0, 0.0], [3.0, 4.0]], requires_grad=True)
+    norms = gp.grad_norm(g)
+    assert norms[0].isnan() and norms[1:].tolist() == [0.0, 5.0]
+    (grad,) = torch.autograd.grad(norms[1:].sum(), g)
+    torch.testing.assert_close(grad[1:], torch.tensor([[0.0, 0.0], [0.6, 0.8]]))
+
+
 def test_bf16_autocast_penalty_is_within_5_percent_of_float32():
     critic = conv_critic()
     real, fake = torch.rand(16, 1, 16, 16), torch.randn(16, 1, 16, 16)

@@ -38,8 +38,10 @@ SUPPORTED = tuple(name for name, spec in PENALTIES.items() if spec.points and no
 class CompiledCriticStep:
     """``step(real, fake)`` accumulates the gradient of ``loss + penalty`` into the critic.
 
-    Returns the detached ``(loss, penalty term)``. The penalty's conventions (weight, every,
-    target, one-sided) are those of ``penalty``; R1 / R2 reuse the loss's forward. Interpolation
+    Returns the detached ``(loss, penalty term)`` (:meth:`update` also the Wasserstein estimate).
+    The penalty's conventions (weight, every, target, one-sided, ``reduce`` for a patch or
+    multi-output critic) are those of ``penalty``, and the loss is taken on the critic's outputs
+    as :func:`gradpen.losses.d_loss` takes it; R1 / R2 reuse the loss's forward. Interpolation
     and perturbation noise are drawn eagerly, so the compiled graph is deterministic. Not
     supported (a ``UserError`` says so): a ``scaler`` (float16), penalty ``none``.
     """
@@ -75,19 +77,21 @@ class CompiledCriticStep:
         gradients = torch.func.grad(self._objective, has_aux=True)
         self._compiled = torch.compile(gradients, backend=backend, fullgraph=True)
 
-    def _scores(self, params: dict[str, Tensor], x: Tensor, cond: Any) -> Tensor:
+    def _output(self, params: dict[str, Tensor], x: Tensor, cond: Any) -> Any:
         args = (x,) if cond is None else (x, cond)
-        return outputs.scores(functional_call(self.critic, params, args), x.shape[0])
+        return functional_call(self.critic, params, args)
 
-    def _scores_and_gradient(
+    def _output_and_gradient(
         self, params: dict[str, Tensor], x: Tensor, cond: Any
-    ) -> tuple[Tensor, Tensor]:
-        def summed(point: Tensor) -> tuple[Tensor, Tensor]:
-            scores = self._scores(params, point, cond)
-            return scores.sum(), scores
+    ) -> tuple[Any, Tensor]:
+        """The critic's output at ``x`` and the input gradient of its summed scores."""
 
-        gradient, scores = torch.func.grad(summed, has_aux=True)(x)
-        return scores, gradient
+        def summed(point: Tensor) -> tuple[Tensor, Any]:
+            out = self._output(params, point, cond)
+            return outputs.scores(out, point.shape[0], self.penalty.reduce).sum(), out
+
+        gradient, out = torch.func.grad(summed, has_aux=True)(x)
+        return out, gradient
 
     def _objective(
         self,
@@ -96,30 +100,45 @@ class CompiledCriticStep:
         cond: Any,
         points: list[Tensor],
         active: bool,
-    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        scores, gradients = {}, {}
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        outs, gradients = {}, {}
         for name, batch in batches.items():
             if active and name in self._points:  # R1 / R2: the loss's forward serves the penalty
-                scores[name], gradients[name] = self._scores_and_gradient(params, batch, cond)
+                outs[name], gradients[name] = self._output_and_gradient(params, batch, cond)
             else:
-                scores[name] = self._scores(params, batch, cond)
-        loss = d_loss(self.loss, scores["real"], scores["fake"])
+                outs[name] = self._output(params, batch, cond)
+        loss = d_loss(self.loss, outs["real"], outs["fake"])
         term = torch.zeros((), dtype=loss.dtype, device=loss.device)
         if active:
             for at, x in zip(self._points, points, strict=True):
                 gradient = (
                     gradients[at]
                     if at in gradients
-                    else self._scores_and_gradient(params, x, cond)[1]
+                    else self._output_and_gradient(params, x, cond)[1]
                 )
                 term = term + self._reduce(self._statistic(gradient))
         term = self.penalty.gain * term
-        return loss + term, (loss.detach(), term.detach())
+        stats = {
+            "d_loss": loss.detach(),
+            "penalty": term.detach(),
+            "wasserstein": -d_loss("wgan", outs["real"], outs["fake"]).detach(),
+        }
+        return loss + term, stats
 
-    def __call__(
+    def update(
         self, real: Tensor, fake: Tensor, *, cond: Any = None, step: int = 0
-    ) -> tuple[Tensor, Tensor]:
-        """Add ``d(loss + term)/d params`` to each parameter's ``.grad``; return (loss, term)."""
+    ) -> dict[str, Tensor]:
+        """Add ``d(loss + term)/d params`` to each parameter's ``.grad``.
+
+        Args:
+            real, fake: the batches, ``(B, ...)``.
+            cond: the condition of a conditional critic.
+            step: the critic step (a lazy term is active when ``step % every == 0``).
+
+        Returns:
+            The detached ``d_loss``, ``penalty`` (the weighted term) and ``wasserstein``
+            (``E[D(real)] - E[D(fake)]``, over batch and patches), each a scalar.
+        """
         spec = self.penalty.spec
         active = self.penalty.active(step)
         options = self.penalty.resolved_options
@@ -127,10 +146,15 @@ class CompiledCriticStep:
         points = [sample_points(at, real, fake, **options) for at in spec.points] if active else []
         named = dict(self.critic.named_parameters())
         params = {name: p.detach() for name, p in named.items()}
-        grads, (loss, term) = self._compiled(
-            params, {"real": real, "fake": fake}, cond, points, active
-        )
+        grads, stats = self._compiled(params, {"real": real, "fake": fake}, cond, points, active)
         for name, parameter in named.items():
             grad = grads[name]
             parameter.grad = grad if parameter.grad is None else parameter.grad + grad
-        return loss, term
+        return stats
+
+    def __call__(
+        self, real: Tensor, fake: Tensor, *, cond: Any = None, step: int = 0
+    ) -> tuple[Tensor, Tensor]:
+        """Add ``d(loss + term)/d params`` to each parameter's ``.grad``; return (loss, term)."""
+        stats = self.update(real, fake, cond=cond, step=step)
+        return stats["d_loss"], stats["penalty"]

@@ -141,6 +141,8 @@ def grad_norm(g: Tensor) -> Tensor:
     """L2 norm of each sample's gradient over all non-batch dims.
 
     Finite value and finite gradient at ``g = 0`` (the plain norm's derivative is 0/0 there).
+    A NaN in ``g`` (a float16 gradient that overflowed under a ``GradScaler``) gives a NaN norm,
+    so that the penalty shows the overflow and the scaler skips the step.
 
     Args:
         g: gradients, shape ``(B, ...)``.
@@ -149,9 +151,9 @@ def grad_norm(g: Tensor) -> Tensor:
         Norms, shape ``(B,)``; float32 for 16-bit ``g``.
     """
     squared = squared_norm(g)
-    positive = squared > 0
-    safe = torch.where(positive, squared, torch.ones_like(squared))
-    return torch.where(positive, safe.sqrt(), torch.zeros_like(squared))
+    zero = squared == 0
+    safe = torch.where(zero, torch.ones_like(squared), squared)
+    return torch.where(zero, torch.zeros_like(squared), safe.sqrt())
 
 
 def squared_norm(g: Tensor) -> Tensor:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from gradpen.augment import parse_policy
 from gradpen.errors import UserError
 from gradpen.losses import LOSSES
 from gradpen.outputs import REDUCTIONS
@@ -62,6 +63,10 @@ class TrainConfig:
     spectral_norm: bool = False  # spectral normalization on every critic layer
     device: str = "cpu"
     threads: int = 0  # CPU threads for torch; 0 = auto (see threads_for), a number wins
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 with GradScaler)
+    compile: bool = False  # the critic step through gradpen.compiled.CompiledCriticStep
+    channels_last: bool = False  # conv networks in channels-last (NHWC) memory format
+    augment: str = ""  # DiffAugment families, e.g. "color,translation,cutout"; "" = off
 
 
 @dataclass
@@ -86,6 +91,7 @@ class LogConfig:
     samples_every: int = 0  # 0: at checkpoints only
     eval_samples: int = 2500
     progress: bool = True
+    tensorboard: bool = False  # TensorBoard events beside metrics.jsonl
 
 
 @dataclass
@@ -101,6 +107,7 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
 
 
+PRECISIONS = ("fp32", "bf16", "fp16")
 TOY_DATA = ("8gaussians", "25gaussians", "swissroll")
 IMAGE_DATA = ("mnist5k", "mnist", "digits8x8")
 USER_IMAGE_DATA = ("folder", "npz")  # the user's images, at data.resolution and data.channels
@@ -108,6 +115,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.name": TOY_DATA + IMAGE_DATA + USER_IMAGE_DATA,
     "train.loss": tuple(LOSSES),
     "train.lr_decay": ("none", "linear"),
+    "train.precision": PRECISIONS,
     "penalty.name": tuple(PENALTIES),
     "penalty.reduce": REDUCTIONS,
 }
@@ -244,6 +252,20 @@ def validate(config: Config) -> None:
         raise UserError(f"data.name = {config.data.name!r} needs data.root: {what}")
     if config.data.conditional and config.data.name in TOY_DATA:
         raise UserError(f"data.conditional needs labels; {config.data.name!r} has none")
+    _check_augment(config)
+
+
+def _check_augment(config: Config) -> None:
+    """``train.augment``: known families, and images to apply them to."""
+    try:
+        families = parse_policy(config.train.augment)
+    except ValueError as error:
+        raise UserError(f"train.augment: {error}") from None
+    if families and config.data.name in TOY_DATA:
+        raise UserError(
+            f"train.augment augments images; data {config.data.name!r} is a 2-D toy. "
+            'Use an image data set or train.augment = ""'
+        )
 
 
 def _check_penalty_options(penalty: PenaltyConfig) -> None:

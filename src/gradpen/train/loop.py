@@ -15,8 +15,9 @@ from __future__ import annotations
 import json
 import signal
 import time
+import warnings
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from gradpen import losses
+from gradpen.augment import AugmentedCritic
+from gradpen.compiled import CompiledCriticStep
 from gradpen.errors import UserError
 from gradpen.gradients import check_no_batchnorm, penalty_forward
 from gradpen.lipschitz import clip_weights_, spectral_norm
@@ -55,6 +58,11 @@ from gradpen.train.evaluate import (
 
 DIAGNOSTIC_SEED_OFFSET = 7919
 FUSED_ADAM_DEVICES = ("cpu", "cuda")
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# Below this the float16 scaler divides the gradients: even unscaled they overflow float16.
+MIN_LOSS_SCALE = 1.0
+FP16_CRITIC_INIT_SCALE = 2.0**15
+COMPILE_BACKEND = "inductor"  # torch.compile's backend for train.compile (tests use aot_eager)
 
 
 class TrainingDiverged(UserError):
@@ -99,7 +107,7 @@ def _resolve_device(name: str) -> torch.device:
     return device
 
 
-def _build_penalty(config: Config, critic: nn.Module) -> Penalty:
+def _build_penalty(config: Config, critic: nn.Module, scaler: Any = None) -> Penalty:
     """The configured penalty, checked against the critic before any training (exit 2)."""
     p = config.penalty
     try:
@@ -108,6 +116,7 @@ def _build_penalty(config: Config, critic: nn.Module) -> Penalty:
             p.weight,
             p.every,
             allow_batchnorm=p.allow_batchnorm,
+            scaler=scaler,
             reduce=p.reduce,
             **p.options,
         )
@@ -131,6 +140,50 @@ def _adam(
     """
     fused = device.type in FUSED_ADAM_DEVICES
     return torch.optim.Adam(net.parameters(), lr=lr, betas=betas, fused=fused)
+
+
+def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``train.precision`` (None for fp32), checked on ``device``."""
+    dtype = AUTOCAST_DTYPES[precision]
+    if dtype is None:
+        return None
+    supported = torch.amp.is_autocast_available(device.type)
+    if supported:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns, then runs without autocast
+            with torch.autocast(device.type, dtype=dtype):
+                supported = torch.get_autocast_dtype(device.type) == dtype and (
+                    torch.is_autocast_enabled(device.type)
+                )
+    if not supported:
+        raise UserError(
+            f"train.precision = {precision!r} needs autocast in {dtype} on {device.type!r}, "
+            "which this PyTorch build does not support; use train.precision = 'fp32' or "
+            "another device"
+        )
+    return dtype
+
+
+def _check_compilable(config: Config, dist: DistEnv) -> None:
+    """Refuse (exit 2) a configuration that ``train.compile`` does not support."""
+    t, p = config.train, config.penalty
+    unsupported = {
+        "train.precision = 'fp16' (CompiledCriticStep takes no GradScaler)": (
+            t.precision == "fp16"
+        ),
+        "train.augment (random augmentation inside the compiled step)": bool(t.augment),
+        "train.spectral_norm (its power iteration writes buffers in the forward)": (
+            t.spectral_norm
+        ),
+        f"penalty.every = {p.every} (the lazy penalty's separate optimizer step)": p.every > 1,
+        "torchrun (the compiled step's gradients bypass DDP's all-reduce)": dist.enabled,
+    }
+    refused = [what for what, applies in unsupported.items() if applies]
+    if refused:
+        raise UserError(
+            f"train.compile = true does not support {'; '.join(refused)}. Set "
+            "train.compile = false, or change those keys"
+        )
 
 
 class Trainer:
@@ -163,6 +216,11 @@ class Trainer:
         self.generator_options = gen_options  # with what the data decided: export records it
         self.G = build_generator(config.generator.kind, **gen_options).to(self.device)
         self.D = build_critic(config.critic.kind, **critic_options).to(self.device)
+        if config.train.channels_last:
+            # 4-D weights in NHWC order: each convolution then runs (and returns) channels-last
+            # whatever its input's layout; MLPs are unchanged.
+            for net in (self.G, self.D):
+                net.to(memory_format=torch.channels_last)
         if config.train.spectral_norm:
             spectral_norm(self.D)
         self.data.check_networks(self.G, self.D)
@@ -172,8 +230,24 @@ class Trainer:
         if self.dist.enabled:
             torch.manual_seed(distributed.rank_seed(config.seed, self.dist.rank))
             self._shard_images()
-        self.penalty = _build_penalty(config, self.D)
         t = config.train
+        self.autocast_dtype = _autocast_dtype(t.precision, self.device)
+        # float16 scales each backward (the penalty's input gradient too) so that small
+        # gradients do not underflow; disabled, a scaler passes everything through unchanged.
+        fp16 = t.precision == "fp16"
+        # The critic's scale starts at 2^15: at torch's default 2^16 the penalty's scaled
+        # gradient seed itself overflows float16 (max 65504), so its first step always skipped.
+        self.scaler_D = torch.amp.GradScaler(
+            self.device.type, init_scale=FP16_CRITIC_INIT_SCALE, enabled=fp16
+        )
+        self.scaler_G = torch.amp.GradScaler(self.device.type, enabled=fp16)
+        self.penalty = _build_penalty(config, self.D, self.scaler_D if fp16 else None)
+        # What the losses and the penalty see: the critic after the augmentation, if any.
+        self.D_seen = self._augmented(self.D_train)
+        self.D_seen_by_G = self._augmented(self.D)
+        self.compiled_step = self._compile() if t.compile else None
+        if config.log.tensorboard:
+            _summary_writer_class()  # fail now, before any work, when it is not installed
         # The correction pays for the lazy penalty's extra optimizer steps (one per k).
         lazy_every = self.penalty.every if self.penalty.active(0) else 1
         d_lr, d_betas = lazy_adam(t.d_lr, (t.d_betas[0], t.d_betas[1]), lazy_every)
@@ -194,6 +268,33 @@ class Trainer:
         )
         self._interrupted = False
         self._last: dict[str, Tensor] = {}
+
+    def _augmented(self, critic: nn.Module) -> nn.Module:
+        """``critic`` behind ``train.augment``'s augmentation, or ``critic`` when it is off."""
+        policy = self.config.train.augment
+        return AugmentedCritic(critic, policy) if policy else critic
+
+    def _compile(self) -> CompiledCriticStep:
+        """The compiled critic step, and compiled forwards for the generator step.
+
+        The critic step is :class:`~gradpen.compiled.CompiledCriticStep` (loss and penalty in
+        one compiled ``torch.func`` gradient: aot_autograd has no double backward); the generator
+        step needs one backward only, so its generator and critic forwards are plain
+        ``torch.compile``-d modules (same parameters).
+        """
+        _check_compilable(self.config, self.dist)
+        step = CompiledCriticStep(
+            self.D, self.penalty, loss=self.config.train.loss, backend=COMPILE_BACKEND
+        )
+        self.G_train = torch.compile(self.G, backend=COMPILE_BACKEND)
+        self.D_seen_by_G = torch.compile(self.D, backend=COMPILE_BACKEND)
+        return step
+
+    def autocast(self) -> AbstractContextManager[Any]:
+        """The forwards' autocast context for ``train.precision`` (none for fp32)."""
+        if self.autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def _shard_images(self) -> None:
         """Rank r samples from every world_size-th training image, starting at image r."""
@@ -242,6 +343,11 @@ class Trainer:
             state["rng_ranks"] = distributed.gather(self._rng_states(), self.dist)
         if self.ema is not None:
             state["ema"] = self.ema.state_dict()
+        if self.scaler_D.is_enabled():
+            state["scalers"] = {
+                "critic": self.scaler_D.state_dict(),
+                "generator": self.scaler_G.state_dict(),
+            }
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -259,6 +365,10 @@ class Trainer:
             if "ema" not in state:
                 raise UserError("the checkpoint has no EMA generator but the config asks for one")
             self.ema.load_state_dict(state["ema"])
+        # A run resumed in fp16 from another precision starts with fresh scalers.
+        if self.scaler_D.is_enabled() and "scalers" in state:
+            self.scaler_D.load_state_dict(state["scalers"]["critic"])
+            self.scaler_G.load_state_dict(state["scalers"]["generator"])
 
     def _restore_rng(self, state: dict[str, Any]) -> None:
         """Each rank continues its own random stream; with a different number of ranks than
@@ -303,9 +413,10 @@ class Trainer:
     def critic_step(self) -> dict[str, Tensor]:
         """One critic update on a fresh real batch and fresh fakes."""
         real, y = self.data.batch(self.config.train.batch_size)
-        with torch.no_grad():
+        with torch.no_grad(), self.autocast():
             fake = generate(self.G, real.shape[0], y, self.device)
-        return self.critic_update(real, fake, y)
+        # Under autocast the fakes are 16-bit; the critic's update takes them as the reals are.
+        return self.critic_update(real, fake.to(real.dtype), y)
 
     def critic_update(self, real: Tensor, fake: Tensor, y: Tensor | None) -> dict[str, Tensor]:
         """One critic update on the given batch.
@@ -318,7 +429,12 @@ class Trainer:
         """
         active = self.penalty.active(self.d_step)
         lazy = self.penalty.every > 1
-        stats = self.critic_phase(real, fake, y, with_loss=True, with_penalty=active and not lazy)
+        if self.compiled_step is not None:
+            stats = self.compiled_critic_phase(real, fake, y)
+        else:
+            stats = self.critic_phase(
+                real, fake, y, with_loss=True, with_penalty=active and not lazy
+            )
         if active and lazy:
             phase = self.critic_phase(real, fake, y, with_loss=False, with_penalty=True)
             stats["penalty"] = phase["penalty"]
@@ -349,7 +465,7 @@ class Trainer:
 
         def penalty_term(reused: dict[str, Any]) -> Tensor:
             return pen(
-                self.D_train,
+                self.D_seen,
                 real=batches["real"],
                 fake=batches["fake"],
                 cond=y,
@@ -358,39 +474,79 @@ class Trainer:
                 fake_scores=reused.get("fake"),
             )
 
-        # Without reuse the penalty goes first: its double backward then needs less live memory.
-        term = penalty_term({}) if with_penalty and not reuse else None
-        outs: dict[str, Any] = {}
-        for name, batch in batches.items():
-            # Only a batch the penalty differentiates runs under penalty_forward: its twins cost
-            # a few percent on a forward that nobody differentiates twice.
-            differentiated = reuse and name in pen.needs
-            with penalty_forward(pen.fast, critic=self.D) if differentiated else nullcontext():
-                outs[name] = critic_output(self.D_train, batch, y)
-        if reuse:
-            term = penalty_term(outs)
-        if term is None:
-            term = torch.zeros((), device=self.device)
-        if with_loss:
-            loss = losses.d_loss(self.config.train.loss, outs["real"], outs["fake"])
-            self._check_finite({"critic loss": loss, "penalty": term})
-        else:
-            anchor = sum(scores(out, batches[k].shape[0]).sum() for k, out in outs.items())
-            loss = 0.0 * anchor
-            self._check_finite({"penalty": term})
+        with self.autocast():
+            # Without reuse the penalty goes first: its double backward then needs less memory.
+            term = penalty_term({}) if with_penalty and not reuse else None
+            outs: dict[str, Any] = {}
+            for name, batch in batches.items():
+                # Only a batch the penalty differentiates runs under penalty_forward: its twins
+                # cost a few percent on a forward that nobody differentiates twice.
+                differentiated = reuse and name in pen.needs
+                with penalty_forward(pen.fast, critic=self.D) if differentiated else nullcontext():
+                    outs[name] = critic_output(self.D_seen, batch, y)
+            if reuse:
+                term = penalty_term(outs)
+            if term is None:
+                term = torch.zeros((), device=self.device)
+            if with_loss:
+                loss = losses.d_loss(self.config.train.loss, outs["real"], outs["fake"])
+            else:
+                anchor = sum(scores(out, batches[k].shape[0]).sum() for k, out in outs.items())
+                loss = 0.0 * anchor
+        terms = self._divergence_terms(loss if with_loss else None, term)
+        if terms:  # (the float16 lazy penalty phase has none)
+            self._check_finite(terms)
         self.opt_D.zero_grad(set_to_none=True)
         # Only the parameters: a batch that requires grad for forward reuse gets no gradient.
-        (loss + term).backward(inputs=[p for p in self.D.parameters() if p.requires_grad])
-        self._check_gradients(self.opt_D, "critic")
-        self.opt_D.step()
+        self.scaler_D.scale(loss + term).backward(
+            inputs=[p for p in self.D.parameters() if p.requires_grad]
+        )
+        skipped = self._optimizer_step(self.opt_D, self.scaler_D, "critic")
         if self.config.train.clip > 0:
             clip_weights_(self.D, self.config.train.clip)
-        return {
-            "d_loss": loss.detach(),
-            "penalty": term.detach(),
+        fp16 = (
+            {"skipped": torch.tensor(float(skipped), device=self.device)}
+            if self.scaler_D.is_enabled()
+            else {}
+        )
+        return fp16 | {
+            "d_loss": loss.detach().float(),
+            "penalty": term.detach().float(),
             # E[D(real)] - E[D(fake)], the negated WGAN loss (per patch for a patch critic)
-            "wasserstein": -losses.d_loss("wgan", outs["real"], outs["fake"]).detach(),
+            "wasserstein": -losses.d_loss("wgan", outs["real"], outs["fake"]).detach().float(),
         }
+
+    def compiled_critic_phase(
+        self, real: Tensor, fake: Tensor, y: Tensor | None
+    ) -> dict[str, Tensor]:
+        """A critic update (loss and penalty) through the compiled step (``train.compile``).
+
+        Args:
+            real, fake: the batches, ``(B, ...)``; y: their labels (None if unconditional).
+
+        Returns:
+            The detached ``d_loss``, ``penalty`` and ``wasserstein`` estimate.
+        """
+        assert self.compiled_step is not None
+        self.opt_D.zero_grad(set_to_none=True)
+        with self.autocast():
+            stats = self.compiled_step.update(real, fake, cond=y, step=self.d_step)
+        self._check_finite({"critic loss": stats["d_loss"], "penalty": stats["penalty"]})
+        self._optimizer_step(self.opt_D, self.scaler_D, "critic")
+        if self.config.train.clip > 0:
+            clip_weights_(self.D, self.config.train.clip)
+        return {key: value.float() for key, value in stats.items()}
+
+    def _divergence_terms(self, loss: Tensor | None, term: Tensor) -> dict[str, Tensor]:
+        """The terms whose non-finite value stops training.
+
+        Under float16 a non-finite penalty is the scaled input gradient overflowing: the
+        scaler then skips the step and lowers its scale, so only the loss is checked.
+        """
+        terms = {} if loss is None else {"critic loss": loss}
+        if not self.scaler_D.is_enabled():
+            terms["penalty"] = term
+        return terms
 
     def generator_step(self) -> Tensor:
         """One generator update against the current critic (frozen: it gets no gradient)."""
@@ -398,36 +554,34 @@ class Trainer:
         kind = self.config.train.loss
         real_scores = None
         with frozen(self.D):
-            if losses.needs_real_for_generator(kind):
-                real, y = self.data.batch(batch)
-                real_scores = critic_output(self.D, real, y)
-            else:
-                y = self.data.labels(batch)
-            fake = generate(self.G, batch, y, self.device, forward=self.G_train)
-            loss = losses.g_loss(kind, critic_output(self.D, fake, y), real_scores)
+            with self.autocast():
+                if losses.needs_real_for_generator(kind):
+                    real, y = self.data.batch(batch)
+                    real_scores = critic_output(self.D_seen_by_G, real, y)
+                else:
+                    y = self.data.labels(batch)
+                fake = generate(self.G, batch, y, self.device, forward=self.G_train)
+                loss = losses.g_loss(kind, critic_output(self.D_seen_by_G, fake, y), real_scores)
             self._check_finite({"generator loss": loss})
             self.opt_G.zero_grad(set_to_none=True)
-            loss.backward()
-        self._check_gradients(self.opt_G, "generator")
-        self.opt_G.step()
+            self.scaler_G.scale(loss).backward()
+        self._optimizer_step(self.opt_G, self.scaler_G, "generator")
         if self.ema is not None:
             self.ema.update_parameters(self.G)
-        return loss.detach()
+        return loss.detach().float()
 
     def train_round(self) -> dict[str, Tensor]:
         """``n_critic`` critic steps then ``n_generator`` generator steps; one generator step
         of the schedule."""
         t = self.config.train
-        sums: dict[str, Tensor] = {}
-        for _ in range(t.n_critic):
-            for key, value in self.critic_step().items():
-                sums[key] = sums.get(key, 0) + value / t.n_critic
+        steps = [self.critic_step() for _ in range(t.n_critic)]
+        means = {key: finite_mean([stats[key] for stats in steps]) for key in steps[0]}
         g_losses = [self.generator_step() for _ in range(t.n_generator)]
-        sums["g_loss"] = torch.stack(g_losses).mean()
+        means["g_loss"] = torch.stack(g_losses).mean()
         for scheduler in self.schedulers:
             scheduler.step()
         self.step += 1
-        return sums
+        return means
 
     # --- guards ---------------------------------------------------------------------------
 
@@ -445,6 +599,35 @@ class Trainer:
                     f"checkpoint ({self.checkpoint_path}) was kept. Lower the learning rates or "
                     "raise the penalty weight."
                 )
+
+    def _optimizer_step(
+        self, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, name: str
+    ) -> bool:
+        """``optimizer.step()`` after the gradient check; under float16 the scaler's step.
+
+        Float16: the gradients are unscaled, and a non-finite one means the scale overflowed:
+        the scaler skips the step and halves the scale. Training stops only when the scale
+        falls below :data:`MIN_LOSS_SCALE`, where even unscaled gradients overflow.
+
+        Returns:
+            Whether the step was skipped (float16 only).
+        """
+        if not scaler.is_enabled():
+            self._check_gradients(optimizer, name)
+            optimizer.step()
+            return False
+        scale = scaler.get_scale()
+        scaler.unscale_(optimizer)
+        scaler.step(optimizer)
+        scaler.update()
+        if scaler.get_scale() < MIN_LOSS_SCALE:
+            raise TrainingDiverged(
+                f"the {name}'s float16 gradients overflow even unscaled (the GradScaler's scale "
+                f"fell to {scaler.get_scale():g}) at generator step {self.step + 1}; training "
+                f"stopped and the last good checkpoint ({self.checkpoint_path}) was kept. Use "
+                "train.precision = 'bf16' or 'fp32', or lower the learning rates"
+            )
+        return scaler.get_scale() < scale
 
     def _check_gradients(self, optimizer: torch.optim.Optimizer, name: str) -> None:
         """Stop on a NaN or inf among the gradients of ``optimizer``'s parameters.
@@ -495,19 +678,30 @@ class Trainer:
         if self.config.data.conditional and names:
             write_text_atomic(self.run_dir / "classes.json", json.dumps(list(names)) + "\n")
 
+    def _tensorboard(self, files: ExitStack) -> Any:
+        """A TensorBoard ``SummaryWriter`` on the run directory, closed with ``files``.
+
+        On resume it purges the events after the checkpoint's step, as the metrics are.
+        """
+        writer = _summary_writer_class()(
+            log_dir=str(self.run_dir), purge_step=self.step + 1 if self.step else None
+        )
+        files.callback(writer.close)
+        return writer
+
     def _stop_requested(self) -> bool:
         """Whether Ctrl-C (or SIGTERM) reached any rank: all ranks stop at the same step."""
         return distributed.any_rank(self._interrupted, self.dist, self.device)
 
-    def _record(self, sums: dict[str, Tensor], rounds: int, started: float) -> dict[str, Any]:
+    def _record(self, rounds: dict[str, list[Tensor]], started: float) -> dict[str, Any]:
         """The metrics record of the rounds since the last one, averaged over the ranks."""
-        keys = list(sums)
+        keys = list(rounds)
         means = distributed.mean_over_ranks(
-            torch.stack([sums[k] for k in keys]) / rounds, self.dist
+            torch.stack([finite_mean(rounds[k]) for k in keys]), self.dist
         )
         record: dict[str, Any] = {"step": self.step, "critic_steps": self.d_step}
         record |= dict(zip(keys, means.tolist(), strict=True))
-        record["step_time"] = (time.perf_counter() - started) / rounds
+        record["step_time"] = (time.perf_counter() - started) / len(rounds[keys[0]])
         if self.dist.is_main:
             record |= self.gradient_norms()
         return record
@@ -528,27 +722,29 @@ class Trainer:
             disable=None if cfg.log.progress and main else True,
             dynamic_ncols=True,
         )
-        sums: dict[str, Tensor] = {}
-        rounds, started = 0, time.perf_counter()
+        rounds: dict[str, list[Tensor]] = {}
+        started = time.perf_counter()
         with _signals_set_flag(self), ExitStack() as files:
             metrics = (
                 files.enter_context((self.run_dir / "metrics.jsonl").open("a")) if main else None
             )
+            events = self._tensorboard(files) if main and cfg.log.tensorboard else None
             while self.step < cfg.train.steps and not self._stop_requested():
                 for key, value in self.train_round().items():
-                    sums[key] = sums.get(key, 0) + value
-                rounds += 1
+                    rounds.setdefault(key, []).append(value)
                 if self.step % cfg.log.every == 0 or self.step == cfg.train.steps:
-                    record = self._record(sums, rounds, started)
+                    record = self._record(rounds, started)
                     if metrics is not None:
                         metrics.write(json.dumps(record) + "\n")
                         metrics.flush()
+                    if events is not None:
+                        _write_scalars(events, record)
                     bar.set_postfix(
                         d=f"{record['d_loss']:.3f}",
                         g=f"{record['g_loss']:.3f}",
                         W=f"{record['wasserstein']:.3f}",
                     )
-                    sums, rounds, started = {}, 0, time.perf_counter()
+                    rounds, started = {}, time.perf_counter()
                 bar.update(1)
                 if self.step % cfg.log.checkpoint_every == 0 or self.step == cfg.train.steps:
                     self.save_checkpoint()
@@ -601,6 +797,38 @@ class Trainer:
             device=self.device,
             title=f"step {self.step}",
         )
+
+
+def finite_mean(values: list[Tensor]) -> Tensor:
+    """The mean of the finite ones among scalar ``values`` (NaN if none is finite).
+
+    Only under float16 can a logged value be non-finite without stopping training: the
+    penalty of a step whose scaled gradient overflowed, which the scaler skipped.
+    """
+    stacked = torch.stack(values)
+    finite = torch.isfinite(stacked)
+    return torch.where(finite, stacked, 0.0).sum() / finite.sum()
+
+
+def _summary_writer_class() -> Any:
+    """``torch.utils.tensorboard.SummaryWriter``, or a UserError saying how to install it."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise UserError(
+            "log.tensorboard = true needs the tensorboard package, which is not installed: "
+            "pip install 'gradpen[tensorboard]' (or pip install tensorboard), or set "
+            "log.tensorboard = false (metrics.jsonl is written either way)"
+        ) from None
+    return SummaryWriter
+
+
+def _write_scalars(writer: Any, record: dict[str, Any]) -> None:
+    """Each number of a metrics record as a TensorBoard scalar at the record's step."""
+    for key, value in record.items():
+        if key != "step" and isinstance(value, int | float):
+            writer.add_scalar(key, value, global_step=record["step"])
+    writer.flush()
 
 
 def _complete_record_step(line: str) -> int | None:
