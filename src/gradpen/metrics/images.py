@@ -73,9 +73,10 @@ def inception_extractor(
     return lambda images: _batched(to_inception, images, batch_size, torch.device(device))
 
 
-def _check_images(name: str, images: Tensor) -> Tensor:
-    if images.ndim != 4 or images.shape[1:] != (1, IMAGE_SIDE, IMAGE_SIDE):
-        raise UserError(f"{name} must be (N, 1, 28, 28), got {tuple(images.shape)}")
+def _check_images(name: str, images: Tensor, channels: int = 1) -> Tensor:
+    """``images`` as float32 on the CPU after checking: (N, channels, 28, 28), N >= 2, [0, 1]."""
+    if images.ndim != 4 or images.shape[1:] != (channels, IMAGE_SIDE, IMAGE_SIDE):
+        raise UserError(f"{name} must be (N, {channels}, 28, 28), got {tuple(images.shape)}")
     if images.shape[0] < 2:
         raise UserError(f"{name} needs at least 2 images, got {images.shape[0]}")
     low, high = float(images.min()), float(images.max())
@@ -87,16 +88,30 @@ def _check_images(name: str, images: Tensor) -> Tensor:
     return images.detach().float().cpu()
 
 
+def kl_to_uniform(counts: Tensor) -> float:
+    """KL(p || uniform) of the histogram ``counts`` (K,): sum of p log(K p), from 0 to log K.
+
+    Args:
+        counts: how many samples fell in each of the K bins (empty bins count: K is its length).
+
+    Returns:
+        The KL divergence in nats (empty bins contribute 0).
+    """
+    share = counts.double() / counts.sum()
+    present = share > 0
+    return float((share[present] * (share[present] * len(counts)).log()).sum())
+
+
 def class_statistics(
     predicted: Tensor, labels: Tensor | None = None, num_classes: int = 10
 ) -> dict[str, float | int]:
     """classes_covered (classes predicted for at least MIN_CLASS_SHARE of the images), class_kl
     (KL of the predicted class histogram to uniform, 0 to log 10), and cond_accuracy with labels."""
-    share = torch.bincount(predicted, minlength=num_classes).double() / len(predicted)
-    present = share > 0
+    counts = torch.bincount(predicted, minlength=num_classes)
+    share = counts.double() / len(predicted)
     stats: dict[str, float | int] = {
         "classes_covered": int((share >= MIN_CLASS_SHARE).sum()),
-        "class_kl": float((share[present] * (share[present] * num_classes).log()).sum()),
+        "class_kl": kl_to_uniform(counts),
     }
     if labels is not None:
         if labels.shape != predicted.shape:

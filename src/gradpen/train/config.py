@@ -25,7 +25,8 @@ from gradpen.registry import OPTION_BOUNDS, PENALTIES
 class DataConfig:
     """What the generator learns: a 2-D toy or an image set."""
 
-    name: str = "25gaussians"  # 8gaussians | 25gaussians | swissroll | mnist5k | mnist | digits8x8
+    # 8gaussians | 25gaussians | swissroll | mnist5k | mnist | digits8x8 | stacked-mnist
+    name: str = "25gaussians"
     root: str = ""  # folder of the IDX files for name = "mnist"
     conditional: bool = False  # image sets: condition both networks on the labels
     holdout: float = 0.2  # image sets: fraction kept out of training for evaluation
@@ -98,7 +99,9 @@ class Config:
 
 
 TOY_DATA = ("8gaussians", "25gaussians", "swissroll")
-IMAGE_DATA = ("mnist5k", "mnist", "digits8x8")
+# Stacked data: each image stacks that many random digits of the named set as its channels.
+STACKED_DATA = {"stacked-mnist": ("mnist5k", 3)}
+IMAGE_DATA = ("mnist5k", "mnist", "digits8x8", *STACKED_DATA)
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.name": TOY_DATA + IMAGE_DATA,
     "train.loss": tuple(LOSSES),
@@ -234,6 +237,11 @@ def validate(config: Config) -> None:
         raise UserError("data.name = 'mnist' needs data.root: the folder holding the IDX files")
     if config.data.conditional and config.data.name in TOY_DATA:
         raise UserError(f"data.conditional needs labels; {config.data.name!r} has none")
+    if config.data.conditional and config.data.name in STACKED_DATA:
+        raise UserError(
+            f"data.conditional is not available for {config.data.name!r}: its labels are the "
+            "modes that the evaluation counts; train it unconditionally (data.conditional = false)"
+        )
 
 
 def _check_penalty_options(penalty: PenaltyConfig) -> None:

@@ -14,7 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from gradpen.data.mnist import from_range
+from gradpen.data.mnist import ImageDataset, from_range
+from gradpen.data.stacked import StackedDigits
 from gradpen.plots import plot_critic_surface, plot_curves, save_image_grid
 from gradpen.train.data import BatchSource
 
@@ -86,19 +87,22 @@ def evaluate(
     sampler: nn.Module, data: BatchSource, *, n: int, seed: int, device: torch.device
 ) -> dict[str, Any]:
     """The run's quality metrics from ``n`` samples: toy coverage, quality and W1; or image FD,
-    KID, precision, recall and classes, with the real-data floor at the same sample size
-    (``floor_*``). Arguments as in :func:`sample_images01`."""
+    KID, precision, recall and classes; or for Stacked MNIST the modes covered, the mode KL,
+    FD and KID; with the real-data floor at the same sample size (``floor_*``). Arguments as in
+    :func:`sample_images01`."""
     samples, labels = sample_images01(sampler, data, n, seed=seed, device=device)
     if data.toy is not None:
         from gradpen.metrics.toy import toy_metrics
 
         real = data.toy.sample(n, generator=torch.Generator().manual_seed(_eval_seed(seed) + 1))
         return toy_metrics(samples, data.toy, real)
+    heldout, train_set = data.heldout, data.train_set
+    if isinstance(train_set, StackedDigits) and isinstance(heldout, StackedDigits):
+        return _evaluate_stacked(samples, train_set, heldout, seed)
     from gradpen.metrics.classifier import load_classifier
     from gradpen.metrics.images import image_metrics
 
-    heldout, train_set = data.heldout, data.train_set
-    assert heldout is not None and train_set is not None
+    assert isinstance(heldout, ImageDataset) and isinstance(train_set, ImageDataset)
     classifier = load_classifier()  # one load for both scorings below
     result = image_metrics(samples, heldout.images, fake_labels=labels, classifier=classifier)
     # The floor: real training digits in place of the fakes, same count, same reference set, so
@@ -107,6 +111,26 @@ def evaluate(
     floor = image_metrics(train_set.images[pick[:n]], heldout.images, classifier=classifier)
     result |= {f"floor_{k}": floor[k] for k in ("fd", "kid_mean", "kid_std", "precision", "recall")}
     return result
+
+
+def _evaluate_stacked(
+    samples: Tensor, train_set: StackedDigits, heldout: StackedDigits, seed: int
+) -> dict[str, Any]:
+    """Stacked MNIST metrics of ``samples`` (see :func:`gradpen.metrics.stacked.coverage`) and
+    their FD to as many held-out stacked images; the floor: as many training ones, scored alike."""
+    from gradpen.metrics.classifier import load_classifier
+    from gradpen.metrics.stacked import score_draws, score_images, stacked_statistics
+
+    rng = torch.Generator().manual_seed(_eval_seed(seed))
+    n = len(samples)
+    classifier = load_classifier()
+    reference = score_draws(heldout, torch.randint(len(heldout), (n,), generator=rng), classifier)
+    floor_draws = score_draws(
+        train_set, torch.randint(len(train_set), (n,), generator=rng), classifier
+    )
+    result = stacked_statistics(score_images(samples, classifier), reference)
+    floor = stacked_statistics(floor_draws, reference)
+    return result | {f"floor_{k}": floor[k] for k in ("modes_covered", "mode_kl", "fd")}
 
 
 def save_sample_picture(

@@ -26,6 +26,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from gradpen import losses
+from gradpen.data.mnist import ImageDataset
 from gradpen.errors import UserError
 from gradpen.gradients import check_no_batchnorm, penalty_forward
 from gradpen.lipschitz import clip_weights_, spectral_norm
@@ -154,8 +155,8 @@ class Trainer:
         if config.data.conditional:
             gen_options.setdefault("n_classes", self.data.num_classes)
             critic_options.setdefault("n_classes", self.data.num_classes)
-        if self.data.train_set is not None:
-            channels = self.data.train_set.images.shape[1]
+        if self.data.image_shape is not None:
+            channels = self.data.image_shape[0]
             if accepts(CRITICS, config.critic.kind, "in_channels"):
                 critic_options.setdefault("in_channels", channels)
             if accepts(GENERATORS, config.generator.kind, "out_channels"):
@@ -197,8 +198,10 @@ class Trainer:
     def _shard_images(self) -> None:
         """Rank r samples from every world_size-th training image, starting at image r."""
         train_set = self.data.train_set
-        if train_set is None:
-            return  # toy data are drawn fresh: each rank's own random stream is its shard
+        if not isinstance(train_set, ImageDataset):
+            # Toy points and stacked digits are drawn fresh: each rank's own random stream is
+            # its shard (a stacked image is one of 4000^3 digit triples).
+            return
         rank, world = self.dist.rank, self.dist.world_size
         self.data.train_set = type(train_set)(
             train_set.images[rank::world], train_set.labels[rank::world]
