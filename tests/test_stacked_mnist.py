@@ -157,6 +157,22 @@ def test_train_sample_eval_from_the_cli(tmp_path: Path, capsys: pytest.CaptureFi
     evaluated = json.loads((run / "eval.json").read_text())
     assert evaluated["modes_covered"] == summary["modes_covered"]
     assert "mode_kl" in capsys.readouterr().out
+    # FID with a user's TorchScript Inception (a stand-in: features are channel means)
+    model = tmp_path / "inception.pt"
+    torch.jit.script(ChannelMeans()).save(str(model))
+    assert main(["eval", str(run), "--inception", str(model)]) == 0
+    with_fid = json.loads((run / "eval.json").read_text())
+    assert with_fid["inception_fid"] > 0 and with_fid["mode_kl"] == summary["mode_kl"]
+    assert main(["eval", str(run), "--inception", str(tmp_path / "missing.pt")]) == 2
+    assert "log.inception" in capsys.readouterr().err
+    assert json.loads((run / "eval.json").read_text()) == with_fid  # nothing overwritten
+
+
+class ChannelMeans(torch.nn.Module):
+    """Stands in for Inception: its call signature, features = per-channel means."""
+
+    def forward(self, img: torch.Tensor, return_features: bool = False) -> torch.Tensor:
+        return img.float().mean(dim=(2, 3))
 
 
 @pytest.mark.parametrize("arm", list(stacked_mnist.ARMS))

@@ -82,6 +82,7 @@ class LogConfig:
     checkpoint_every: int = 500
     samples_every: int = 0  # 0: at checkpoints only
     eval_samples: int = 2500
+    inception: str = ""  # a TorchScript Inception file: the evaluation adds its FID and KID
     progress: bool = True
 
 
@@ -237,6 +238,11 @@ def validate(config: Config) -> None:
         raise UserError("data.name = 'mnist' needs data.root: the folder holding the IDX files")
     if config.data.conditional and config.data.name in TOY_DATA:
         raise UserError(f"data.conditional needs labels; {config.data.name!r} has none")
+    if config.log.inception and not Path(config.log.inception).is_file():
+        raise UserError(
+            f"log.inception = {config.log.inception!r} is not a file; give the path of a "
+            'TorchScript Inception (e.g. inception-2015-12-05.pt), or "" for none'
+        )
     if config.data.conditional and config.data.name in STACKED_DATA:
         raise UserError(
             f"data.conditional is not available for {config.data.name!r}: its labels are the "

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from gradpen.data.mnist import ImageDataset, from_range
 from gradpen.data.stacked import StackedDigits
+from gradpen.errors import UserError
 from gradpen.plots import plot_critic_surface, plot_curves, save_image_grid
 from gradpen.train.data import BatchSource
 
@@ -84,31 +85,67 @@ def sample_images01(
 
 
 def evaluate(
-    sampler: nn.Module, data: BatchSource, *, n: int, seed: int, device: torch.device
+    sampler: nn.Module,
+    data: BatchSource,
+    *,
+    n: int,
+    seed: int,
+    device: torch.device,
+    inception: str | Path | None = None,
 ) -> dict[str, Any]:
-    """The run's quality metrics from ``n`` samples: toy coverage, quality and W1; or image FD,
-    KID, precision, recall and classes; or for Stacked MNIST the modes covered, the mode KL,
-    FD and KID; with the real-data floor at the same sample size (``floor_*``). Arguments as in
-    :func:`sample_images01`."""
+    """The run's quality metrics from ``n`` samples.
+
+    Toys: coverage, quality and W1. Digits: FD, KID, precision, recall and classes in the shipped
+    classifier's feature space. Stacked MNIST: modes covered, the mode KL, each channel's class
+    KL and FD. Each with the real-data floor at the same sample size (``floor_*``). With an
+    ``inception`` TorchScript file, images also get ``inception_fid``, ``inception_kid_mean``
+    and ``inception_kid_std`` against ``n`` held-out images (all of them for a smaller set).
+    Other arguments as in :func:`sample_images01`.
+    """
     samples, labels = sample_images01(sampler, data, n, seed=seed, device=device)
     if data.toy is not None:
+        if inception:
+            raise UserError("Inception scores images; this run's data are 2-D points")
         from gradpen.metrics.toy import toy_metrics
 
         real = data.toy.sample(n, generator=torch.Generator().manual_seed(_eval_seed(seed) + 1))
         return toy_metrics(samples, data.toy, real)
     heldout, train_set = data.heldout, data.train_set
     if isinstance(train_set, StackedDigits) and isinstance(heldout, StackedDigits):
-        return _evaluate_stacked(samples, train_set, heldout, seed)
+        result = _evaluate_stacked(samples, train_set, heldout, seed)
+        reference = heldout.sample(n, torch.Generator().manual_seed(_eval_seed(seed) + 1))[0]
+    else:
+        assert isinstance(heldout, ImageDataset) and isinstance(train_set, ImageDataset)
+        result = _evaluate_digits(samples, labels, train_set, heldout, seed)
+        reference = heldout.images[:n]
+    if inception:
+        from gradpen.metrics.images import inception_metrics
+
+        scores = inception_metrics(samples, reference, inception, device)
+        result |= {f"inception_{k}": v for k, v in scores.items()}
+    return result
+
+
+def _evaluate_digits(
+    samples: Tensor,
+    labels: Tensor | None,
+    train_set: ImageDataset,
+    heldout: ImageDataset,
+    seed: int,
+) -> dict[str, Any]:
+    """Digit metrics of ``samples`` (see :func:`gradpen.metrics.images.image_metrics`) against
+    the held-out digits; the floor: as many training digits, scored alike."""
     from gradpen.metrics.classifier import load_classifier
     from gradpen.metrics.images import image_metrics
 
-    assert isinstance(heldout, ImageDataset) and isinstance(train_set, ImageDataset)
     classifier = load_classifier()  # one load for both scorings below
     result = image_metrics(samples, heldout.images, fake_labels=labels, classifier=classifier)
     # The floor: real training digits in place of the fakes, same count, same reference set, so
     # that it is what a perfect generator would score at this sample size.
     pick = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(_eval_seed(seed)))
-    floor = image_metrics(train_set.images[pick[:n]], heldout.images, classifier=classifier)
+    floor = image_metrics(
+        train_set.images[pick[: len(samples)]], heldout.images, classifier=classifier
+    )
     result |= {f"floor_{k}": floor[k] for k in ("fd", "kid_mean", "kid_std", "precision", "recall")}
     return result
 

@@ -585,8 +585,15 @@ class Trainer:
 
     def evaluate(self) -> dict[str, Any]:
         """The run's quality metrics (see :func:`gradpen.train.evaluate.evaluate`)."""
-        n = self.config.log.eval_samples
-        return evaluate(self.sampler, self.data, n=n, seed=self.config.seed, device=self.device)
+        log = self.config.log
+        return evaluate(
+            self.sampler,
+            self.data,
+            n=log.eval_samples,
+            seed=self.config.seed,
+            device=self.device,
+            inception=log.inception or None,
+        )
 
     def save_samples(self, path: Path) -> Path:
         """A picture of the current samples: the critic surface (2-D) or an image grid."""
