@@ -1,4 +1,4 @@
-"""Data: the 2-D toy distributions and the digit image datasets."""
+"""Data: the 2-D toy distributions, the digit image datasets and Stacked MNIST."""
 
 from gradpen.data.mnist import (
     IMAGE_DATASET_NAMES,
@@ -11,12 +11,14 @@ from gradpen.data.mnist import (
     split_holdout,
     to_range,
 )
+from gradpen.data.stacked import StackedDigits, mode_index
 from gradpen.data.toys import TOY_NAMES, ToyDistribution, get_toy
 
 __all__ = [
     "IMAGE_DATASET_NAMES",
     "TOY_NAMES",
     "ImageDataset",
+    "StackedDigits",
     "ToyDistribution",
     "from_range",
     "get_image_dataset",
@@ -24,6 +26,7 @@ __all__ = [
     "load_mnist5k",
     "load_mnist_idx",
     "load_sklearn_digits",
+    "mode_index",
     "split_holdout",
     "to_range",
 ]
