@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import Tensor
 
 from gradpen.data import get_toy
@@ -25,6 +27,8 @@ from gradpen.metrics.images import (
     class_statistics,
     image_metrics,
     inception_extractor,
+    inception_input,
+    inception_metrics,
     real_floor,
 )
 from gradpen.metrics.toy import toy_metrics, wasserstein1
@@ -173,4 +177,33 @@ def test_inception_extractor_contract(tmp_path: Path) -> None:
     path = tmp_path / "fake_inception.pt"
     torch.jit.script(_MeanPool()).save(str(path))
     features = inception_extractor(path)(torch.full((2, 1, 28, 28), 0.2))
-    assert torch.equal(features, torch.full((2, 3), 51.0))
+    torch.testing.assert_close(features, torch.full((2, 3), 51.0))
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 32, 32), (1, 1, 64, 48), (1, 3, 600, 400)])
+def test_inception_input_is_pil_bicubic_of_the_uint8_image(shape: tuple[int, ...]) -> None:
+    images = torch.rand(shape, generator=torch.Generator().manual_seed(0))
+    fed = inception_input(images)
+    assert fed.shape == (shape[0], 3, 299, 299) and fed.dtype == torch.float32
+    # clean-fid's resize: uint8 first, then PIL's bicubic per channel on the float values
+    pixels = (images.numpy() * 255).round().astype(np.float32)
+    for n in range(shape[0]):
+        for c in range(3):
+            plane = Image.fromarray(pixels[n, c % shape[1]], mode="F")
+            expected = np.asarray(plane.resize((299, 299), resample=Image.BICUBIC))
+            np.testing.assert_allclose(fed[n, c].numpy(), expected, atol=0.01)
+
+
+def test_inception_refuses_two_channels_and_metrics_use_its_features(tmp_path: Path) -> None:
+    path = tmp_path / "fake_inception.pt"
+    torch.jit.script(_MeanPool()).save(str(path))
+    with pytest.raises(UserError, match=r"\(N, 3, H, W\)"):
+        inception_input(torch.rand(2, 2, 8, 8))
+    # constant images: features are the (quantized) values; FID of two point masses is the
+    # squared distance of the means, 3 channels x (51 - 102)^2 with variances 0
+    fake = torch.full((4, 1, 16, 16), 0.2)
+    real = torch.full((5, 3, 40, 40), 0.4)
+    scores = inception_metrics(fake, real, path)
+    assert scores["fid"] == pytest.approx(3 * (102.0 - 51.0) ** 2, rel=1e-5)
+    with pytest.raises(UserError, match=r"in \[0, 1\]"):
+        inception_metrics(fake + 1, real, path)

@@ -55,7 +55,8 @@ def _eval(args: argparse.Namespace) -> None:
 
     from gradpen.train import open_run
 
-    trainer = open_run(args.run_dir)
+    overrides = [f"log.inception={json.dumps(args.inception)}"] if args.inception else []
+    trainer = open_run(args.run_dir, overrides)
     summary = {"step": trainer.step, **trainer.evaluate()}
     (trainer.run_dir / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
     _print_summary(summary)
@@ -109,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("eval", help="recompute a run's metrics (writes eval.json)")
     evaluate.add_argument("run_dir")
+    evaluate.add_argument(
+        "--inception",
+        metavar="FILE",
+        help="a TorchScript Inception (e.g. inception-2015-12-05.pt): adds its FID and KID",
+    )
     evaluate.set_defaults(handler=_eval)
 
     export = commands.add_parser(

@@ -1,4 +1,4 @@
-"""Data: the 2-D toy distributions, the digit image datasets, your own images."""
+"""Data: the 2-D toy distributions, the digit image datasets, Stacked MNIST, your own images."""
 
 from gradpen.data.images import SkippedImagesWarning, fit_image, load_image_array, load_image_folder
 from gradpen.data.mnist import (
@@ -12,6 +12,7 @@ from gradpen.data.mnist import (
     split_holdout,
     to_range,
 )
+from gradpen.data.stacked import StackedDigits, mode_index
 from gradpen.data.toys import TOY_NAMES, ToyDistribution, get_toy
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "TOY_NAMES",
     "ImageDataset",
     "SkippedImagesWarning",
+    "StackedDigits",
     "ToyDistribution",
     "fit_image",
     "from_range",
@@ -29,6 +31,7 @@ __all__ = [
     "load_mnist5k",
     "load_mnist_idx",
     "load_sklearn_digits",
+    "mode_index",
     "split_holdout",
     "to_range",
 ]

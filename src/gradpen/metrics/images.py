@@ -22,13 +22,15 @@ from gradpen.metrics.classifier import IMAGE_SIDE, MnistClassifier, load_classif
 from gradpen.metrics.frechet import frechet_distance, kid, precision_recall
 
 INCEPTION_SIDE = 299
+INCEPTION_CHANNELS = (1, 3)
 KID_SUBSETS = 100
 KID_SUBSET_SIZE = 1000
 MIN_CLASS_SHARE = 0.01
 
 
 class FeatureExtractor(Protocol):
-    """Maps images (N, 1, 28, 28) in [0, 1] to features (N, D)."""
+    """Maps images (N, C, H, W) in [0, 1] to features (N, D); the classifier's take
+    (N, 1, 28, 28), Inception's any size with C = 1 or 3."""
 
     def __call__(self, images: Tensor) -> Tensor: ...
 
@@ -53,10 +55,14 @@ def inception_extractor(
     path: str | Path, device: str | torch.device = "cpu", batch_size: int = 100
 ) -> FeatureExtractor:
     """Pool features (2048) of a local TorchScript Inception, such as StyleGAN2-ADA's and
-    clean-fid's `inception-2015-12-05.pt`, called as `model(uint8_images, return_features=True)`.
+    clean-fid's `inception-2015-12-05.pt`, called as `model(images, return_features=True)`.
 
-    Digits are resized to 299 x 299 (bicubic), repeated to 3 channels and quantized to uint8 as the
-    standard FID expects. Nothing is downloaded: the file must already be on disk.
+    Takes images (N, C, H, W) in [0, 1] of any size, C = 1 (grayscale, repeated to 3 channels)
+    or 3. As clean-fid (Parmar et al. 2022) argues, they are first quantized to uint8 (what a
+    saved image holds), then resized to 299 x 299 by an antialiased bicubic filter (PIL's, to
+    within 0.003 of 255: the tests compare them), and the model gets those float values in
+    [0, 255] (unclamped, unquantized, as clean-fid passes them). Nothing is downloaded: the file
+    must already be on disk.
     """
     path = Path(path)
     if not path.is_file():
@@ -64,18 +70,40 @@ def inception_extractor(
     model = torch.jit.load(str(path), map_location=device).eval()
 
     def to_inception(images: Tensor) -> Tensor:
-        resized = nn.functional.interpolate(
-            images, size=(INCEPTION_SIDE, INCEPTION_SIDE), mode="bicubic", align_corners=False
-        )
-        pixels = (resized.clamp(0, 1) * 255).round().to(torch.uint8)
-        return model(pixels.repeat(1, 3, 1, 1), return_features=True)
+        return model(inception_input(images), return_features=True)
 
     return lambda images: _batched(to_inception, images, batch_size, torch.device(device))
 
 
-def _check_images(name: str, images: Tensor) -> Tensor:
-    if images.ndim != 4 or images.shape[1:] != (1, IMAGE_SIDE, IMAGE_SIDE):
-        raise UserError(f"{name} must be (N, 1, 28, 28), got {tuple(images.shape)}")
+def inception_input(images: Tensor) -> Tensor:
+    """What :func:`inception_extractor` feeds the model: (N, 3, 299, 299) floats in about [0, 255].
+
+    Args:
+        images: (N, C, H, W) in [0, 1], C = 1 or 3, any H and W.
+
+    Returns:
+        The uint8-quantized images, resized antialiased-bicubic, grayscale repeated to 3 channels.
+    """
+    if images.ndim != 4 or images.shape[1] not in INCEPTION_CHANNELS:
+        raise UserError(
+            f"Inception takes images (N, 1, H, W) (grayscale, repeated to RGB) or (N, 3, H, W), "
+            f"got {tuple(images.shape)}"
+        )
+    pixels = (images.float().clamp(0, 1) * 255).round()
+    resized = nn.functional.interpolate(
+        pixels,
+        size=(INCEPTION_SIDE, INCEPTION_SIDE),
+        mode="bicubic",
+        antialias=True,
+        align_corners=False,
+    )
+    return resized.expand(-1, 3, -1, -1) if resized.shape[1] == 1 else resized
+
+
+def _check_images(name: str, images: Tensor, channels: int = 1) -> Tensor:
+    """``images`` as float32 on the CPU after checking: (N, channels, 28, 28), N >= 2, [0, 1]."""
+    if images.ndim != 4 or images.shape[1:] != (channels, IMAGE_SIDE, IMAGE_SIDE):
+        raise UserError(f"{name} must be (N, {channels}, 28, 28), got {tuple(images.shape)}")
     if images.shape[0] < 2:
         raise UserError(f"{name} needs at least 2 images, got {images.shape[0]}")
     low, high = float(images.min()), float(images.max())
@@ -87,16 +115,30 @@ def _check_images(name: str, images: Tensor) -> Tensor:
     return images.detach().float().cpu()
 
 
+def kl_to_uniform(counts: Tensor) -> float:
+    """KL(p || uniform) of the histogram ``counts`` (K,): sum of p log(K p), from 0 to log K.
+
+    Args:
+        counts: how many samples fell in each of the K bins (empty bins count: K is its length).
+
+    Returns:
+        The KL divergence in nats (empty bins contribute 0).
+    """
+    share = counts.double() / counts.sum()
+    present = share > 0
+    return float((share[present] * (share[present] * len(counts)).log()).sum())
+
+
 def class_statistics(
     predicted: Tensor, labels: Tensor | None = None, num_classes: int = 10
 ) -> dict[str, float | int]:
     """classes_covered (classes predicted for at least MIN_CLASS_SHARE of the images), class_kl
     (KL of the predicted class histogram to uniform, 0 to log 10), and cond_accuracy with labels."""
-    share = torch.bincount(predicted, minlength=num_classes).double() / len(predicted)
-    present = share > 0
+    counts = torch.bincount(predicted, minlength=num_classes)
+    share = counts.double() / len(predicted)
     stats: dict[str, float | int] = {
         "classes_covered": int((share >= MIN_CLASS_SHARE).sum()),
-        "class_kl": float((share[present] * (share[present] * num_classes).log()).sum()),
+        "class_kl": kl_to_uniform(counts),
     }
     if labels is not None:
         if labels.shape != predicted.shape:
@@ -130,6 +172,36 @@ def image_metrics(
     predicted = predict(classifier, fake.to(device)).cpu()
     result.update(class_statistics(predicted, fake_labels))
     return result
+
+
+def inception_metrics(
+    fake_images: Tensor,
+    real_images: Tensor,
+    inception: str | Path,
+    device: str | torch.device = "cpu",
+) -> dict[str, float]:
+    """FID and KID in the pool features of a local TorchScript Inception (see
+    :func:`inception_extractor`), for images of any size and 1 or 3 channels.
+
+    Args:
+        fake_images: generated (N, C, H, W) in [0, 1].
+        real_images: reference (M, C', H', W') in [0, 1].
+        inception: the TorchScript file.
+        device: where the model runs.
+
+    Returns:
+        ``fid``, ``kid_mean`` and ``kid_std``.
+    """
+    for name, images in (("fake_images", fake_images), ("real_images", real_images)):
+        low, high = float(images.min()), float(images.max())
+        if len(images) < 2 or low < -1e-6 or high > 1 + 1e-6:
+            raise UserError(
+                f"{name} must hold at least 2 images in [0, 1], got {len(images)} in "
+                f"[{low:.3g}, {high:.3g}]"
+            )
+    extractor = inception_extractor(inception, device)
+    distances = _feature_distances(extractor(fake_images), extractor(real_images))
+    return {"fid": distances.pop("fd"), **distances}
 
 
 def real_floor(

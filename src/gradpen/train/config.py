@@ -26,7 +26,8 @@ from gradpen.registry import OPTION_BOUNDS, PENALTIES
 class DataConfig:
     """What the generator learns: a 2-D toy or an image set."""
 
-    # 8gaussians | 25gaussians | swissroll | mnist5k | mnist | digits8x8 | folder | npz
+    # 8gaussians | 25gaussians | swissroll | mnist5k | mnist | digits8x8 | stacked-mnist
+    # | folder | npz
     name: str = "25gaussians"
     root: str = ""  # the IDX folder (mnist), the image folder (folder), the .npz file (npz)
     conditional: bool = False  # image sets: condition both networks on the labels
@@ -90,6 +91,7 @@ class LogConfig:
     checkpoint_every: int = 500
     samples_every: int = 0  # 0: at checkpoints only
     eval_samples: int = 2500
+    inception: str = ""  # a TorchScript Inception file: the evaluation adds its FID and KID
     progress: bool = True
     tensorboard: bool = False  # TensorBoard events beside metrics.jsonl
 
@@ -109,7 +111,9 @@ class Config:
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 TOY_DATA = ("8gaussians", "25gaussians", "swissroll")
-IMAGE_DATA = ("mnist5k", "mnist", "digits8x8")
+# Stacked data: each image stacks that many random digits of the named set as its channels.
+STACKED_DATA = {"stacked-mnist": ("mnist5k", 3)}
+IMAGE_DATA = ("mnist5k", "mnist", "digits8x8", *STACKED_DATA)
 USER_IMAGE_DATA = ("folder", "npz")  # the user's images, at data.resolution and data.channels
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.name": TOY_DATA + IMAGE_DATA + USER_IMAGE_DATA,
@@ -252,6 +256,16 @@ def validate(config: Config) -> None:
         raise UserError(f"data.name = {config.data.name!r} needs data.root: {what}")
     if config.data.conditional and config.data.name in TOY_DATA:
         raise UserError(f"data.conditional needs labels; {config.data.name!r} has none")
+    if config.log.inception and not Path(config.log.inception).is_file():
+        raise UserError(
+            f"log.inception = {config.log.inception!r} is not a file; give the path of a "
+            'TorchScript Inception (e.g. inception-2015-12-05.pt), or "" for none'
+        )
+    if config.data.conditional and config.data.name in STACKED_DATA:
+        raise UserError(
+            f"data.conditional is not available for {config.data.name!r}: its labels are the "
+            "modes that the evaluation counts; train it unconditionally (data.conditional = false)"
+        )
     _check_augment(config)
 
 

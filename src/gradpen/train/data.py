@@ -9,13 +9,15 @@ from torch import Tensor, nn
 
 from gradpen.data.images import load_image_array, load_image_folder
 from gradpen.data.mnist import ImageDataset, get_image_dataset, split_holdout, to_range
+from gradpen.data.stacked import StackedDigits
 from gradpen.data.toys import ToyDistribution, get_toy
 from gradpen.errors import UserError
 from gradpen.nets import CRITICS, GENERATORS
 from gradpen.nets._common import ANY_IMAGE_SIZE
-from gradpen.train.config import TOY_DATA, USER_IMAGE_DATA, Config
+from gradpen.train.config import STACKED_DATA, TOY_DATA, USER_IMAGE_DATA, Config
 
 HOLDOUT_SEED = 0
+StackedOrImages = ImageDataset | StackedDigits
 
 
 def fits(net_size: int | None, data_size: int | None) -> bool:
@@ -76,8 +78,8 @@ class BatchSource:
     device: torch.device
     name: str = ""
     toy: ToyDistribution | None = None
-    train_set: ImageDataset | None = None
-    heldout: ImageDataset | None = None
+    train_set: StackedOrImages | None = None
+    heldout: StackedOrImages | None = None
     conditional: bool = False
     output_range: str = "sigmoid"
 
@@ -86,9 +88,14 @@ class BatchSource:
         return self.train_set.num_classes if self.train_set is not None else 0
 
     @property
+    def image_shape(self) -> tuple[int, ...] | None:
+        """The shape ``(C, H, W)`` of one image; None for 2-D toy points."""
+        return None if self.train_set is None else tuple(self.train_set[0][0].shape)
+
+    @property
     def image_size(self) -> int | None:
         """The side of the data's square images; None for 2-D toy points."""
-        return None if self.train_set is None else self.train_set.images.shape[-1]
+        return None if self.image_shape is None else self.image_shape[-1]
 
     def check_networks(self, generator: nn.Module, critic: nn.Module) -> None:
         """Reject networks whose samples do not have the data's shape; match pixel ranges.
@@ -117,10 +124,9 @@ class BatchSource:
         if self.toy is not None:
             return self.toy.sample(n).to(self.device), None
         assert self.train_set is not None
-        index = torch.randint(len(self.train_set), (n,))
-        images = to_range(self.train_set.images[index], self.output_range).to(self.device)
-        labels = self.train_set.labels[index].to(self.device) if self.conditional else None
-        return images, labels
+        images, labels = self.train_set[torch.randint(len(self.train_set), (n,))]
+        images = to_range(images, self.output_range).to(self.device)
+        return images, labels.to(self.device) if self.conditional else None
 
     def labels(self, n: int) -> Tensor | None:
         """Uniform random labels for generator-only steps (None when unconditional)."""
@@ -170,7 +176,15 @@ def make_source(config: Config, device: torch.device) -> BatchSource:
         return BatchSource(device, data.name, toy=get_toy(data.name))
     if data.name in USER_IMAGE_DATA:
         _check_resolution(config)
-    train_set, heldout = split_holdout(_load_images(config), data.holdout, seed=HOLDOUT_SEED)
+    if data.name in STACKED_DATA:
+        digits, channels = STACKED_DATA[data.name]
+        train_digits, heldout_digits = split_holdout(
+            get_image_dataset(digits), data.holdout, seed=HOLDOUT_SEED
+        )
+        train_set: StackedOrImages = StackedDigits(train_digits, channels)
+        heldout: StackedOrImages = StackedDigits(heldout_digits, channels)
+    else:
+        train_set, heldout = split_holdout(_load_images(config), data.holdout, seed=HOLDOUT_SEED)
     if len(train_set) < config.train.batch_size:
         raise UserError(
             f"data {data.name!r} has {len(train_set)} training images (after holding out "

@@ -14,7 +14,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from gradpen.data.mnist import from_range
+from gradpen.data.mnist import ImageDataset, from_range
+from gradpen.data.stacked import StackedDigits
+from gradpen.errors import UserError
 from gradpen.plots import plot_critic_surface, plot_curves, save_image_grid
 from gradpen.train.config import USER_IMAGE_DATA
 from gradpen.train.data import BatchSource
@@ -84,38 +86,99 @@ def sample_images01(
 
 
 def evaluate(
-    sampler: nn.Module, data: BatchSource, *, n: int, seed: int, device: torch.device
+    sampler: nn.Module,
+    data: BatchSource,
+    *,
+    n: int,
+    seed: int,
+    device: torch.device,
+    inception: str | Path | None = None,
 ) -> dict[str, Any]:
-    """The run's quality metrics from ``n`` samples: toy coverage, quality and W1; or image FD,
-    KID, precision, recall and classes, with the real-data floor at the same sample size
-    (``floor_*``); for images the shipped MNIST classifier does not score (the user's images,
-    other shapes) only ``metrics_skipped``, saying why. Arguments as in
-    :func:`sample_images01`."""
+    """The run's quality metrics from ``n`` samples.
+
+    Toys: coverage, quality and W1. Digits: FD, KID, precision, recall and classes in the shipped
+    classifier's feature space. Stacked MNIST: modes covered, the mode KL, each channel's class
+    KL and FD. Each with the real-data floor at the same sample size (``floor_*``). Images the
+    shipped classifier does not score (the user's images, other shapes) get only
+    ``metrics_skipped``, saying why. With an ``inception`` TorchScript file, images also get
+    ``inception_fid``, ``inception_kid_mean`` and ``inception_kid_std`` against ``n`` held-out
+    images (all of them for a smaller set). Other arguments as in :func:`sample_images01`.
+    """
     samples, labels = sample_images01(sampler, data, n, seed=seed, device=device)
     if data.toy is not None:
+        if inception:
+            raise UserError("Inception scores images; this run's data are 2-D points")
         from gradpen.metrics.toy import toy_metrics
 
         real = data.toy.sample(n, generator=torch.Generator().manual_seed(_eval_seed(seed) + 1))
         return toy_metrics(samples, data.toy, real)
-    from gradpen.metrics.classifier import IMAGE_SIDE, load_classifier
-    from gradpen.metrics.images import image_metrics
+    from gradpen.metrics.classifier import IMAGE_SIDE
 
     heldout, train_set = data.heldout, data.train_set
-    assert heldout is not None and train_set is not None
-    shape = tuple(train_set.images.shape[1:])
-    if data.name in USER_IMAGE_DATA or shape != (1, IMAGE_SIDE, IMAGE_SIDE):
-        return {
-            "metrics_skipped": f"the shipped classifier scores MNIST digits (1 x 28 x 28); "
-            f"data {data.name!r} holds {' x '.join(map(str, shape))} images"
-        }
+    if isinstance(train_set, StackedDigits) and isinstance(heldout, StackedDigits):
+        result = _evaluate_stacked(samples, train_set, heldout, seed)
+        reference = heldout.sample(n, torch.Generator().manual_seed(_eval_seed(seed) + 1))[0]
+    else:
+        assert isinstance(heldout, ImageDataset) and isinstance(train_set, ImageDataset)
+        shape = tuple(train_set.images.shape[1:])
+        if data.name in USER_IMAGE_DATA or shape != (1, IMAGE_SIDE, IMAGE_SIDE):
+            result = {
+                "metrics_skipped": f"the shipped classifier scores MNIST digits (1 x 28 x 28); "
+                f"data {data.name!r} holds {' x '.join(map(str, shape))} images"
+            }
+        else:
+            result = _evaluate_digits(samples, labels, train_set, heldout, seed)
+        reference = heldout.images[:n]
+    if inception:
+        from gradpen.metrics.images import inception_metrics
+
+        scores = inception_metrics(samples, reference, inception, device)
+        result |= {f"inception_{k}": v for k, v in scores.items()}
+    return result
+
+
+def _evaluate_digits(
+    samples: Tensor,
+    labels: Tensor | None,
+    train_set: ImageDataset,
+    heldout: ImageDataset,
+    seed: int,
+) -> dict[str, Any]:
+    """Digit metrics of ``samples`` (see :func:`gradpen.metrics.images.image_metrics`) against
+    the held-out digits; the floor: as many training digits, scored alike."""
+    from gradpen.metrics.classifier import load_classifier
+    from gradpen.metrics.images import image_metrics
+
     classifier = load_classifier()  # one load for both scorings below
     result = image_metrics(samples, heldout.images, fake_labels=labels, classifier=classifier)
     # The floor: real training digits in place of the fakes, same count, same reference set, so
     # that it is what a perfect generator would score at this sample size.
     pick = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(_eval_seed(seed)))
-    floor = image_metrics(train_set.images[pick[:n]], heldout.images, classifier=classifier)
+    floor = image_metrics(
+        train_set.images[pick[: len(samples)]], heldout.images, classifier=classifier
+    )
     result |= {f"floor_{k}": floor[k] for k in ("fd", "kid_mean", "kid_std", "precision", "recall")}
     return result
+
+
+def _evaluate_stacked(
+    samples: Tensor, train_set: StackedDigits, heldout: StackedDigits, seed: int
+) -> dict[str, Any]:
+    """Stacked MNIST metrics of ``samples`` (see :func:`gradpen.metrics.stacked.coverage`) and
+    their FD to as many held-out stacked images; the floor: as many training ones, scored alike."""
+    from gradpen.metrics.classifier import load_classifier
+    from gradpen.metrics.stacked import score_draws, score_images, stacked_statistics
+
+    rng = torch.Generator().manual_seed(_eval_seed(seed))
+    n = len(samples)
+    classifier = load_classifier()
+    reference = score_draws(heldout, torch.randint(len(heldout), (n,), generator=rng), classifier)
+    floor_draws = score_draws(
+        train_set, torch.randint(len(train_set), (n,), generator=rng), classifier
+    )
+    result = stacked_statistics(score_images(samples, classifier), reference)
+    floor = stacked_statistics(floor_draws, reference)
+    return result | {f"floor_{k}": floor[k] for k in ("modes_covered", "mode_kl", "fd")}
 
 
 def save_sample_picture(

@@ -29,6 +29,7 @@ from tqdm import tqdm
 from gradpen import losses
 from gradpen.augment import AugmentedCritic
 from gradpen.compiled import CompiledCriticStep
+from gradpen.data.mnist import ImageDataset
 from gradpen.errors import UserError
 from gradpen.gradients import check_no_batchnorm, penalty_forward
 from gradpen.lipschitz import clip_weights_, spectral_norm
@@ -207,8 +208,8 @@ class Trainer:
         if config.data.conditional:
             gen_options.setdefault("n_classes", self.data.num_classes)
             critic_options.setdefault("n_classes", self.data.num_classes)
-        if self.data.train_set is not None:
-            channels = self.data.train_set.images.shape[1]
+        if self.data.image_shape is not None:
+            channels = self.data.image_shape[0]
             if accepts(CRITICS, config.critic.kind, "in_channels"):
                 critic_options.setdefault("in_channels", channels)
             if accepts(GENERATORS, config.generator.kind, "out_channels"):
@@ -299,8 +300,10 @@ class Trainer:
     def _shard_images(self) -> None:
         """Rank r samples from every world_size-th training image, starting at image r."""
         train_set = self.data.train_set
-        if train_set is None:
-            return  # toy data are drawn fresh: each rank's own random stream is its shard
+        if not isinstance(train_set, ImageDataset):
+            # Toy points and stacked digits are drawn fresh: each rank's own random stream is
+            # its shard (a stacked image is one of 4000^3 digit triples).
+            return
         rank, world = self.dist.rank, self.dist.world_size
         self.data.train_set = type(train_set)(
             train_set.images[rank::world], train_set.labels[rank::world], train_set.class_names
@@ -783,8 +786,15 @@ class Trainer:
 
     def evaluate(self) -> dict[str, Any]:
         """The run's quality metrics (see :func:`gradpen.train.evaluate.evaluate`)."""
-        n = self.config.log.eval_samples
-        return evaluate(self.sampler, self.data, n=n, seed=self.config.seed, device=self.device)
+        log = self.config.log
+        return evaluate(
+            self.sampler,
+            self.data,
+            n=log.eval_samples,
+            seed=self.config.seed,
+            device=self.device,
+            inception=log.inception or None,
+        )
 
     def save_samples(self, path: Path) -> Path:
         """A picture of the current samples: the critic surface (2-D) or an image grid."""
