@@ -677,9 +677,10 @@ class Trainer:
         check_writable(self.run_dir, needed_bytes=4 * _state_bytes(self) + 2**24)
         remove_stale_temporaries(self.checkpoint_path)
         write_text_atomic(self.run_dir / "config.toml", to_toml(self.config))
-        names = self.data.train_set.class_names if self.data.train_set is not None else ()
-        if self.config.data.conditional and names:
-            write_text_atomic(self.run_dir / "classes.json", json.dumps(list(names)) + "\n")
+        train_set = self.data.train_set
+        if isinstance(train_set, ImageDataset) and train_set.class_names:
+            names = list(train_set.class_names)
+            write_text_atomic(self.run_dir / "classes.json", json.dumps(names) + "\n")
 
     def _tensorboard(self, files: ExitStack) -> Any:
         """A TensorBoard ``SummaryWriter`` on the run directory, closed with ``files``.
