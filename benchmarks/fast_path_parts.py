@@ -1,0 +1,123 @@
+"""Which part of the fast path pays off on which critic: a WGAN-GP step with each part switched off.
+
+    python benchmarks/fast_path_parts.py [--critic NAME ...] [--repeats N]
+
+The fast path (:mod:`gradpen.fastpath`) has three parts: the ReLU / leaky ReLU twin, the
+convolution twin, and (on CPU) the ``fold`` input gradient of convolutions from 1-3 channels.
+For each critic of ``penalty_overhead.CRITICS`` this times a WGAN-GP critic step (lambda 10,
+the penalty first, one backward, Adam) with the fast path on, with each part switched off in
+turn, and with ``fast=False``, and prints each as a ratio to a plain critic step (no penalty).
+All configurations of one critic run interleaved in a shuffled order per round; the time is
+the process's CPU time (``time.process_time``), which a busy machine disturbs less than wall
+time when the run uses one thread (the default here). A ratio above the ``fast`` row's means
+that part helps; below it, that part costs more than it saves on that critic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import random
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from penalty_overhead import CRITICS, Runner, make_problem, penalty_first, plain
+
+import gradpen as gp
+import gradpen.fastpath as fastpath
+
+WEIGHT = 10.0
+_TWIN = fastpath._twin
+_FOLDS = fastpath._ConvGeometry._folds_input_grad
+
+
+def _without_convolutions(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    return None if func in fastpath._CONVOLUTIONS else _TWIN(func, args, kwargs)
+
+
+def _without_activations(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    return _TWIN(func, args, kwargs) if func in fastpath._CONVOLUTIONS else None
+
+
+def _never_fold(geometry: Any, weight: torch.Tensor) -> bool:
+    return False
+
+
+# name -> (fast=, the replaced twin router, the replaced fold rule)
+VARIANTS: dict[str, tuple[bool, Callable | None, Callable | None]] = {
+    "fast": (True, None, None),
+    "fast, no fold": (True, None, _never_fold),
+    "fast, no conv twin": (True, _without_convolutions, None),
+    "fast, no activation twin": (True, _without_activations, None),
+    "fast=False": (False, None, None),
+}
+
+
+@contextlib.contextmanager
+def switched(router: Callable | None, fold_rule: Callable | None) -> Iterator[None]:
+    """The fast path with its twin router and fold rule replaced (None keeps the original)."""
+    fastpath._twin = router or _TWIN
+    fastpath._ConvGeometry._folds_input_grad = fold_rule or _FOLDS
+    try:
+        yield
+    finally:
+        fastpath._twin = _TWIN
+        fastpath._ConvGeometry._folds_input_grad = _FOLDS
+
+
+def cpu_seconds_per_step(runner: Runner, real: torch.Tensor, fake: torch.Tensor) -> float:
+    """One step's CPU time (process time: all threads of this process)."""
+    start = time.process_time()
+    runner.one_step(real, fake)
+    return time.process_time() - start
+
+
+def bench(name: str, repeats: int) -> dict[str, float]:
+    """Median CPU time of each variant over a plain step's, on critic ``name``."""
+    device = torch.device("cpu")
+    runners: dict[str, tuple[Runner, Callable | None, Callable | None]] = {}
+    real = fake = torch.empty(0)
+    for variant, (fast, router, fold_rule) in VARIANTS.items():
+        critic, real, fake = make_problem(name, None, device)
+        objective = penalty_first(gp.Penalty("wgan-gp", WEIGHT, fast=fast))
+        runners[variant] = (Runner(objective, 1, critic), router, fold_rule)
+    critic, real, fake = make_problem(name, None, device)
+    runners["plain"] = (Runner(plain, 1, critic), None, None)
+    times: dict[str, list[float]] = {variant: [] for variant in runners}
+    for round_index in range(repeats + 3):  # 3 warm-up rounds
+        order = list(runners)
+        random.shuffle(order)
+        for variant in order:
+            runner, router, fold_rule = runners[variant]
+            with switched(router, fold_rule):
+                seconds = cpu_seconds_per_step(runner, real, fake)
+            if round_index >= 3:
+                times[variant].append(seconds)
+    base = statistics.median(times["plain"])
+    return {variant: statistics.median(times[variant]) / base for variant in VARIANTS}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--critic", nargs="+", choices=tuple(CRITICS), default=list(CRITICS), help="critics"
+    )
+    parser.add_argument("--repeats", type=int, default=30, help="timed rounds (default 30)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    results = {name: bench(name, args.repeats) for name in args.critic}
+    print(f"torch {torch.__version__}, {args.threads} thread(s), {args.repeats} rounds; "
+          "WGAN-GP step CPU time / plain step")  # fmt: skip
+    print("| variant | " + " | ".join(CRITICS[name].label for name in args.critic) + " |")
+    print("|---|" + "---:|" * len(args.critic))
+    for variant in VARIANTS:
+        cells = " | ".join(f"{results[name][variant]:.3f}" for name in args.critic)
+        print(f"| {variant} | {cells} |")
+
+
+if __name__ == "__main__":
+    main()

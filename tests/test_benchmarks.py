@@ -1,0 +1,52 @@
+"""The benchmark scripts that take apart the fast path switch what they say they switch."""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import torch
+import torch.nn.functional as F
+
+import gradpen as gp
+from gradpen.fastpath import twin_kind
+from repo_scripts import ROOT, load_script
+
+sys.path.insert(0, str(ROOT / "benchmarks"))  # the scripts import each other by module name
+parts = load_script("benchmarks/fast_path_parts.py")
+
+
+def _node_kinds() -> set[str | None]:
+    """The twin kinds of a tiny conv + leaky ReLU forward under the penalty's fast path."""
+    x = torch.randn(2, 1, 6, 6, requires_grad=True)
+    weight = torch.nn.Parameter(torch.randn(4, 1, 3, 3))
+    with gp.penalty_forward(True):
+        h = F.leaky_relu(F.conv2d(x, weight), 0.2)
+    kinds = set()
+    node = h.grad_fn
+    while node is not None:
+        kinds.add(twin_kind(node))
+        node = node.next_functions[0][0] if node.next_functions else None
+    return kinds
+
+
+def test_each_variant_switches_off_its_part_and_restores_it() -> None:
+    assert _node_kinds() >= {"conv", "leaky ReLU"}
+    with parts.switched(parts._without_activations, None):
+        kinds = _node_kinds()
+        assert "conv" in kinds and "leaky ReLU" not in kinds
+    with parts.switched(parts._without_convolutions, None):
+        kinds = _node_kinds()
+        assert "leaky ReLU" in kinds and "conv" not in kinds
+    with parts.switched(None, parts._never_fold):
+        geometry = parts.fastpath._ConvGeometry(2, (1, 1), (0, 0), (1, 1), 1)
+        assert not geometry._folds_input_grad(torch.empty(4, 1, 3, 3))
+    assert _node_kinds() >= {"conv", "leaky ReLU"}
+    geometry = parts.fastpath._ConvGeometry(2, (1, 1), (0, 0), (1, 1), 1)
+    assert geometry._folds_input_grad(torch.empty(4, 1, 3, 3))  # the original rule is back
+
+
+def test_bench_reports_every_variant_as_a_positive_ratio() -> None:
+    ratios = parts.bench("mlp", repeats=1)
+    assert set(ratios) == set(parts.VARIANTS)
+    assert all(math.isfinite(r) and r > 0 for r in ratios.values())
