@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from gradpen import studies
-from gradpen.studies._toolkit import apply_typed, engine_config, nested
+from gradpen.studies._toolkit import apply_typed, engine_config, nested, run_jobs
 
 ALL = sorted(studies.available())
 
@@ -249,3 +249,32 @@ def test_full_runs_publish_their_page_and_quick_runs_never_write_docs(
     assert "page: docs/studies/fake.md" in capsys.readouterr().out
     assert main(["study", "fake", "--out", str(tmp_path / "again"), "--no-docs"]) == 0
     assert (docs / "fake.md").read_text() == page
+
+
+CALLS: list[int] = []
+
+
+def _square_and_count(x: int) -> tuple[int, int]:
+    CALLS.append(x)
+    return x, x * x
+
+
+def test_run_jobs_keeps_each_result_and_reuses_it_only_for_the_same_arguments(tmp_path):
+    store = tmp_path / "finished"
+    CALLS.clear()
+    jobs = {("a", 0): (2,), ("b", 1): (3,)}
+    first = run_jobs(_square_and_count, jobs, workers=1, desc="t", store=store)
+    assert first == {("a", 0): [2, 4], ("b", 1): [3, 9]}  # as JSON reads it back
+    assert sorted(p.name for p in store.iterdir()) == ["a-0.json", "b-1.json"]
+    assert CALLS == [2, 3]
+    # A rerun after a crash: the finished jobs are read back, not run again.
+    again = run_jobs(_square_and_count, jobs, workers=1, desc="t", store=store)
+    assert again == first and CALLS == [2, 3]
+    # A job whose arguments changed runs again; a corrupt result file is run again too.
+    (store / "a-0.json").write_text("{not json")
+    changed = {("a", 0): (2,), ("b", 1): (5,)}
+    third = run_jobs(_square_and_count, changed, workers=1, desc="t", store=store)
+    assert third == {("a", 0): [2, 4], ("b", 1): [5, 25]} and CALLS == [2, 3, 2, 5]
+    assert json.loads((store / "b-1.json").read_text())["result"] == [5, 25]
+    # Without a store nothing is written and the results keep their own types.
+    assert run_jobs(_square_and_count, {"k": (4,)}, workers=1, desc="t") == {"k": (4, 16)}

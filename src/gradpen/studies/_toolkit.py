@@ -10,6 +10,7 @@ not train through the engine, the parameters its arm runs with; the tests read t
 from __future__ import annotations
 
 import dataclasses
+import json
 import multiprocessing
 import shutil
 import statistics
@@ -138,41 +139,93 @@ def _single_threaded(function: Callable[..., Any], *args: Any) -> Any:
     return function(*args)
 
 
+def _job_file(store: Path, key: Hashable) -> Path:
+    """Where ``run_jobs`` keeps the result of the job ``key``: ``("gan", 0)`` -> ``gan-0.json``."""
+    parts = key if isinstance(key, tuple) else (key,)
+    name = "-".join(str(part) for part in parts)
+    return store / f"{''.join(c if c.isalnum() or c in '.-_' else '_' for c in name)}.json"
+
+
+def _finished(store: Path, key: Hashable, arguments: str) -> tuple[bool, Any]:
+    """Whether ``store`` holds a result of ``key`` run with ``arguments`` (their repr), and it."""
+    path = _job_file(store, key)
+    if not path.is_file():
+        return False, None
+    try:
+        saved = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return False, None
+    if not isinstance(saved, dict) or saved.get("arguments") != arguments:
+        return False, None
+    return True, saved["result"]
+
+
+def _keep(store: Path, key: Hashable, arguments: str, result: Any) -> Any:
+    """Write ``result`` of ``key`` into ``store`` (atomically); return it as JSON reads it back."""
+    store.mkdir(parents=True, exist_ok=True)
+    path = _job_file(store, key)
+    text = json.dumps({"arguments": arguments, "result": result}, indent=1)
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(text)
+    partial.replace(path)
+    return json.loads(text)["result"]
+
+
 def run_jobs(
     function: Callable[..., Any],
     jobs: Mapping[Job, tuple[Any, ...]],
     *,
     workers: int,
     desc: str,
+    store: Path | None = None,
 ) -> dict[Job, Any]:
     """``function(*args)`` for every job, ``workers`` at a time in spawned one-thread processes.
 
+    With ``store``, each job's result is written there as JSON the moment it finishes, beside
+    the ``repr`` of its arguments, and a later call with the same arguments reuses it instead of
+    running the job again: a study killed after some of its runs resumes where it stopped. A job
+    whose arguments changed (another config, another output folder) runs again.
+
     Args:
-        function: a module-level (picklable) function.
+        function: a module-level (picklable) function; with ``store``, its results must be
+            JSON-serializable (they come back as JSON reads them: lists, not tuples).
         jobs: each job's key and its positional arguments.
         workers: how many processes; 1 runs every job in this process, in order.
         desc: the progress bar's label.
+        store: the folder of finished jobs' results (None: nothing is kept).
 
     Returns:
         Each job's key mapped to ``function``'s result.
     """
     done: dict[Job, Any] = {}
-    progress = tqdm(total=len(jobs), desc=desc)
+    arguments = {key: repr(args) for key, args in jobs.items()}
+    if store is not None:
+        for key in jobs:
+            found, result = _finished(store, key, arguments[key])
+            if found:
+                done[key] = result
+    pending = {key: args for key, args in jobs.items() if key not in done}
+    progress = tqdm(total=len(jobs), initial=len(done), desc=desc)
+    if done:
+        progress.write(f"{desc}: {len(done)} of {len(jobs)} reused from {store}")
+
+    def finish(key: Job, result: Any) -> None:
+        done[key] = result if store is None else _keep(store, key, arguments[key], result)
+        progress.update(1)
+
     if workers <= 1:
-        for key, args in jobs.items():
-            done[key] = function(*args)
-            progress.update(1)
+        for key, args in pending.items():
+            finish(key, function(*args))
     else:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(workers, mp_context=context) as pool:
             futures = {
-                pool.submit(_single_threaded, function, *args): key for key, args in jobs.items()
+                pool.submit(_single_threaded, function, *args): key for key, args in pending.items()
             }
             for future in as_completed(futures):
-                done[futures[future]] = future.result()
-                progress.update(1)
+                finish(futures[future], future.result())
     progress.close()
-    return done
+    return {key: done[key] for key in jobs}
 
 
 def report(

@@ -303,7 +303,11 @@ def run(
         return jobs[arm, seed], out_dir / "runs" / f"{arm}-seed{seed}", grid
 
     finished = run_jobs(
-        run_arm, {key: arguments(*key) for key in jobs}, workers=workers, desc="patel2018 runs"
+        run_arm,
+        {key: arguments(*key) for key in jobs},
+        workers=workers,
+        desc="patel2018 runs",
+        store=out_dir / "finished",
     )
     results: dict[str, list[dict[str, Any]]] = {}
     for arm, seed in jobs:

@@ -121,7 +121,11 @@ def run(out_dir: Path, *, quick: bool = False, workers: int = 2) -> Path:
         for seed in seeds
     }
     curves_by_run = run_jobs(
-        modes_over_time, jobs, workers=1 if quick else workers, desc="placement runs"
+        modes_over_time,
+        jobs,
+        workers=1 if quick else workers,
+        desc="placement runs",
+        store=out_dir / "finished",
     )
     results: dict[str, Any] = {}
     curves = {}

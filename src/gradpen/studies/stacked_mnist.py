@@ -236,7 +236,13 @@ def run(out_dir: Path, *, quick: bool = False, workers: int = 2) -> Path:
         for arm, config in configs.items()
         for seed in seeds
     }
-    done = run_jobs(run_arm, jobs, workers=1 if quick else workers, desc="stacked-mnist runs")
+    done = run_jobs(
+        run_arm,
+        jobs,
+        workers=1 if quick else workers,
+        desc="stacked-mnist runs",
+        store=out_dir / "finished",
+    )
     by_arm = {arm: [done[arm, seed] for seed in seeds] for arm in configs}
     rows = [_row(arm, runs) for arm, runs in by_arm.items()]
     floor = by_arm["wgan-gp"][0]
