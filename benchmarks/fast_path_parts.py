@@ -4,13 +4,16 @@
 
 The fast path (:mod:`gradpen.fastpath`) has three parts: the ReLU / leaky ReLU twin, the
 convolution twin, and (on CPU) the ``fold`` input gradient of convolutions from 1-3 channels.
+It steps aside on a critic whose input gradient depends on its activations anyway (a
+normalization layer, a smooth activation, attention: :func:`gradpen.gradients.judge_twins`).
 For each critic of ``penalty_overhead.CRITICS`` this times a WGAN-GP critic step (lambda 10,
-the penalty first, one backward, Adam) with the fast path on, with each part switched off in
-turn, and with ``fast=False``, and prints each as a ratio to a plain critic step (no penalty).
-All configurations of one critic run interleaved in a shuffled order per round; the time is
-the process's CPU time (``time.process_time``), which a busy machine disturbs less than wall
-time when the run uses one thread (the default here). A ratio above the ``fast`` row's means
-that part helps; below it, that part costs more than it saves on that critic.
+the penalty first, one backward, Adam) with the fast path as shipped (``fast``), with the twins
+forced on every critic (``twins forced``) and then each part of them switched off in turn, and
+with ``fast=False``, and prints each as a ratio to a plain critic step (no penalty). All
+configurations of one critic run interleaved in a shuffled order per round; the time is the
+process's CPU time (``time.process_time``), which a busy machine disturbs less than wall time
+when the run uses one thread (the default here). ``fast`` should never be above ``fast=False``;
+where ``twins forced`` is above it, stepping aside is what keeps it there.
 """
 
 from __future__ import annotations
@@ -28,10 +31,12 @@ from penalty_overhead import CRITICS, Runner, make_problem, penalty_first, plain
 
 import gradpen as gp
 import gradpen.fastpath as fastpath
+import gradpen.gradients as gradients
 
 WEIGHT = 10.0
 _TWIN = fastpath._twin
 _FOLDS = fastpath._ConvGeometry._folds_input_grad
+_TWINS_PAY = gradients.twins_pay
 
 
 def _without_convolutions(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -42,28 +47,40 @@ def _without_activations(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any
     return _TWIN(func, args, kwargs) if func in fastpath._CONVOLUTIONS else None
 
 
+def _no_twin(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    return None
+
+
 def _never_fold(geometry: Any, weight: torch.Tensor) -> bool:
     return False
 
 
-# name -> (fast=, the replaced twin router, the replaced fold rule)
-VARIANTS: dict[str, tuple[bool, Callable | None, Callable | None]] = {
-    "fast": (True, None, None),
-    "fast, no fold": (True, None, _never_fold),
-    "fast, no conv twin": (True, _without_convolutions, None),
-    "fast, no activation twin": (True, _without_activations, None),
-    "fast=False": (False, None, None),
+def _always(critic: Any) -> bool:
+    return True
+
+
+# name -> (fast=, twins forced, the replaced twin router, the replaced fold rule)
+VARIANTS: dict[str, tuple[bool, bool, Callable | None, Callable | None]] = {
+    "fast": (True, False, None, None),
+    "fast, twins forced": (True, True, None, None),
+    "twins forced, no fold": (True, True, None, _never_fold),
+    "twins forced, no conv twin": (True, True, _without_convolutions, None),
+    "twins forced, no activation twin": (True, True, _without_activations, None),
+    "twins forced, no twin (the mode's own cost)": (True, True, _no_twin, None),
+    "fast=False": (False, False, None, None),
 }
 
 
 @contextlib.contextmanager
-def switched(router: Callable | None, fold_rule: Callable | None) -> Iterator[None]:
-    """The fast path with its twin router and fold rule replaced (None keeps the original)."""
+def switched(forced: bool, router: Callable | None, fold_rule: Callable | None) -> Iterator[None]:
+    """The fast path with its verdict, twin router and fold rule replaced (None: the original)."""
+    gradients.twins_pay = _always if forced else _TWINS_PAY
     fastpath._twin = router or _TWIN
     fastpath._ConvGeometry._folds_input_grad = fold_rule or _FOLDS
     try:
         yield
     finally:
+        gradients.twins_pay = _TWINS_PAY
         fastpath._twin = _TWIN
         fastpath._ConvGeometry._folds_input_grad = _FOLDS
 
@@ -78,21 +95,21 @@ def cpu_seconds_per_step(runner: Runner, real: torch.Tensor, fake: torch.Tensor)
 def bench(name: str, repeats: int) -> dict[str, float]:
     """Median CPU time of each variant over a plain step's, on critic ``name``."""
     device = torch.device("cpu")
-    runners: dict[str, tuple[Runner, Callable | None, Callable | None]] = {}
+    runners: dict[str, tuple[Runner, tuple[bool, Callable | None, Callable | None]]] = {}
     real = fake = torch.empty(0)
-    for variant, (fast, router, fold_rule) in VARIANTS.items():
+    for variant, (fast, *switches) in VARIANTS.items():
         critic, real, fake = make_problem(name, None, device)
         objective = penalty_first(gp.Penalty("wgan-gp", WEIGHT, fast=fast))
-        runners[variant] = (Runner(objective, 1, critic), router, fold_rule)
+        runners[variant] = (Runner(objective, 1, critic), tuple(switches))
     critic, real, fake = make_problem(name, None, device)
-    runners["plain"] = (Runner(plain, 1, critic), None, None)
+    runners["plain"] = (Runner(plain, 1, critic), (False, None, None))
     times: dict[str, list[float]] = {variant: [] for variant in runners}
     for round_index in range(repeats + 3):  # 3 warm-up rounds
         order = list(runners)
         random.shuffle(order)
         for variant in order:
-            runner, router, fold_rule = runners[variant]
-            with switched(router, fold_rule):
+            runner, switches = runners[variant]
+            with switched(*switches):
                 seconds = cpu_seconds_per_step(runner, real, fake)
             if round_index >= 3:
                 times[variant].append(seconds)

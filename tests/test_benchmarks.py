@@ -16,11 +16,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))  # the scripts import each other by
 parts = load_script("benchmarks/fast_path_parts.py")
 
 
-def _node_kinds() -> set[str | None]:
+def _node_kinds(critic: object = None) -> set[str | None]:
     """The twin kinds of a tiny conv + leaky ReLU forward under the penalty's fast path."""
     x = torch.randn(2, 1, 6, 6, requires_grad=True)
     weight = torch.nn.Parameter(torch.randn(4, 1, 3, 3))
-    with gp.penalty_forward(True):
+    with gp.penalty_forward(True, critic=critic):
         h = F.leaky_relu(F.conv2d(x, weight), 0.2)
     kinds = set()
     node = h.grad_fn
@@ -32,13 +32,21 @@ def _node_kinds() -> set[str | None]:
 
 def test_each_variant_switches_off_its_part_and_restores_it() -> None:
     assert _node_kinds() >= {"conv", "leaky ReLU"}
-    with parts.switched(parts._without_activations, None):
+    with parts.switched(True, parts._without_activations, None):
         kinds = _node_kinds()
         assert "conv" in kinds and "leaky ReLU" not in kinds
-    with parts.switched(parts._without_convolutions, None):
+    with parts.switched(True, parts._without_convolutions, None):
         kinds = _node_kinds()
         assert "leaky ReLU" in kinds and "conv" not in kinds
-    with parts.switched(None, parts._never_fold):
+    with parts.switched(True, parts._no_twin, None):
+        assert _node_kinds() == {None}
+    # A critic the fast path steps aside for gets the twins only when they are forced.
+    judged = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.GroupNorm(1, 2))
+    gp.input_gradient(judged, torch.randn(2, 1, 6, 6)).sum().backward()
+    assert _node_kinds(judged) == {None}
+    with parts.switched(True, None, None):
+        assert _node_kinds(judged) >= {"conv", "leaky ReLU"}
+    with parts.switched(False, None, parts._never_fold):
         geometry = parts.fastpath._ConvGeometry(2, (1, 1), (0, 0), (1, 1), 1)
         assert not geometry._folds_input_grad(torch.empty(4, 1, 3, 3))
     assert _node_kinds() >= {"conv", "leaky ReLU"}

@@ -78,6 +78,86 @@ def test_fast_off_runs_no_twin(monkeypatch):
     assert set(calls) == {"_PiecewiseLinear", "_Convolution"}
 
 
+def count_twin_calls(monkeypatch) -> list[str]:
+    """Every call of a twin from now on, by the twin's class name."""
+    calls: list[str] = []
+    for twin in (fastpath._PiecewiseLinear, fastpath._Convolution):
+        original = twin.apply
+        monkeypatch.setattr(
+            twin, "apply", lambda *a, _f=original, _n=twin.__name__: calls.append(_n) or _f(*a)
+        )
+    return calls
+
+
+def norm_critic() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, stride=2, padding=1), nn.GroupNorm(1, 4), nn.LeakyReLU(0.2),
+        nn.Flatten(), nn.Linear(4 * 4 * 4, 1),
+    )  # fmt: skip
+
+
+def tanh_critic() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.Tanh(), nn.Flatten(), nn.Linear(4 * 6 * 6, 1))
+
+
+@pytest.mark.parametrize("make", [norm_critic, tanh_critic])
+@pytest.mark.parametrize("reuse", [False, True])
+def test_the_fast_path_steps_aside_where_the_gradient_depends_on_activations(
+    monkeypatch, make, reuse
+):
+    """A critic whose input gradient depends on its activations anyway (a norm layer, a smooth
+    activation) runs through the twins once; from then on as plain autograd, same numbers."""
+    calls = count_twin_calls(monkeypatch)
+    torch.manual_seed(0)
+    critic = make().double()
+    real = torch.randn(6, 1, 8, 8, dtype=torch.float64)
+    expected, expected_grads = term_and_grads(critic, "r1", real, None, fast=False)
+    for round_index in range(2):
+        calls.clear()
+        if reuse:  # the loss's forward, reused by R1 (the loop's path)
+            x = real.clone().requires_grad_(True)
+            with gp.penalty_forward(True, critic=critic):
+                scores = critic(x)
+            term = 10.0 / 2 * gp.r1(critic, x, scores=scores).mean()
+            params = list(critic.parameters())
+            grads = torch.autograd.grad(term, params, allow_unused=True)
+            grads = [
+                torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)
+            ]
+        else:
+            term, grads = term_and_grads(critic, "r1", real, None, fast=True)
+        assert bool(calls) == (round_index == 0)  # judged on the first call
+        assert not gp.gradients.twins_pay(critic)
+        torch.testing.assert_close(term.detach(), expected, rtol=1e-12, atol=1e-14)
+        for grad, expected_grad in zip(grads, expected_grads, strict=True):
+            torch.testing.assert_close(grad, expected_grad, rtol=1e-10, atol=1e-12)
+
+
+def test_the_fast_path_stays_on_where_the_twins_cut_the_activations_loose(monkeypatch):
+    calls = count_twin_calls(monkeypatch)
+    critic = conv_critic().double()
+    x = torch.randn(4, 1, 8, 8, dtype=torch.float64)
+    for _ in range(2):
+        calls.clear()
+        gp.r1(critic, x)
+        assert set(calls) == {"_PiecewiseLinear", "_Convolution"}
+    assert gp.gradients.twins_pay(critic)
+    assert gp.gradients.twins_pay(None)  # no critic named: the twins, as asked
+
+
+def test_input_path_holds_the_nodes_between_x_and_the_scores_only():
+    x = torch.randn(3, requires_grad=True)
+    weight = torch.randn(3, requires_grad=True)
+    doubled = x * 2
+    shifted = doubled + weight  # the weight's own accumulator is not on x's path
+    side = (weight * 3).sum()  # a branch that never touches x
+    scores = shifted.sum() + side
+    path = gp.gradients._input_path(scores, x)
+    names = sorted(type(node).__name__ for node in path)
+    assert names == ["AddBackward0", "AddBackward0", "MulBackward0", "SumBackward0"]
+    assert side.grad_fn not in path and doubled.grad_fn in path
+
+
 @pytest.mark.parametrize("broken", ["_PiecewiseLinear", "_Convolution"])
 def test_a_failing_twin_falls_back_to_plain_autograd_with_a_warning(monkeypatch, broken):
     torch.manual_seed(0)

@@ -25,6 +25,8 @@ How it is switched: every penalty takes ``fast=True`` (PyTorch's ``foreach=`` co
 out-of-place ReLU / leaky ReLU and ``conv1d/2d/3d`` with parameter weights to the twins; every
 other op runs unchanged, so an unknown op is never a problem. If a twin fails on a call it does
 not handle, the call runs as plain PyTorch instead, with a warning (never an error of its own).
+Given the critic, :func:`gradpen.penalty_forward` leaves the twins out for a critic on which a
+first penalty call showed that they cannot pay off (:func:`gradpen.gradients.judge_twins`).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ double backward).
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -102,6 +103,70 @@ def _eager_graph_nodes(scores: Tensor) -> list[Any]:
     return nodes
 
 
+# Per critic: whether the fast path's twins pay off (see :func:`judge_twins`). A critic that
+# is garbage-collected leaves; one that cannot be weakly referenced always gets the twins.
+_TWINS_PAY: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+
+
+def twins_pay(critic: Critic | None) -> bool:
+    """Whether the fast path's twins are used for ``critic``'s penalty forward.
+
+    True until a first penalty call through the twins has shown that they cannot pay off on
+    this critic (see :func:`judge_twins`); from then on its penalty forward runs as plain
+    autograd, exactly as with ``fast=False``.
+    """
+    try:
+        return _TWINS_PAY.get(critic, True)
+    except TypeError:  # not weakly referenceable (None included)
+        return True
+
+
+def _input_path(scores: Tensor, x: Tensor) -> set[Any]:
+    """The nodes of ``scores``' graph on a path from ``x`` (``x``'s own node excluded)."""
+    source = torch.autograd.graph.get_gradient_edge(x).node
+    reaches: dict[Any, bool] = {source: True}
+    stack: list[tuple[Any, bool]] = [(scores.grad_fn, False)]
+    while stack:  # iterative post-order: a node reaches x if one of its inputs does
+        node, expanded = stack.pop()
+        if node is None or (node in reaches and not expanded):
+            continue
+        inputs = [next_node for next_node, _ in node.next_functions if next_node is not None]
+        if expanded:
+            reaches[node] = any(reaches.get(next_node, False) for next_node in inputs)
+        else:
+            reaches.setdefault(node, False)
+            stack.append((node, True))
+            stack.extend((next_node, False) for next_node in inputs if next_node not in reaches)
+    return {node for node, on_path in reaches.items() if on_path and node is not source}
+
+
+def judge_twins(critic: Critic | None, scores: Tensor, x: Tensor, grad: Tensor) -> None:
+    """Record, once per critic, whether the twins keep the double backward off its forward graph.
+
+    The twins save their cost by cutting the input gradient's graph loose from the critic's
+    forward graph (a ReLU's mask and a convolution's input gradient do not depend on the
+    activations), so the training backward never walks the forward graph a second time. Where
+    some other operation (a normalization layer, a smooth activation, attention) makes the
+    input gradient depend on the activations anyway, that walk happens regardless and the twins
+    only add their own overhead (``benchmarks/fast_path_parts.py`` measures both). Such a
+    critic is recorded, and :func:`twins_pay` then sends it through plain autograd.
+
+    Args:
+        critic: the critic whose penalty forward ran through the twins.
+        scores: its per-sample scores, shape ``(B,)``.
+        x: the input the scores were computed from.
+        grad: the input gradient of ``scores`` (with its graph).
+    """
+    try:
+        weakref.ref(critic)
+    except TypeError:  # None, or a critic that cannot be weakly referenced: never recorded
+        return
+    if critic in _TWINS_PAY:
+        return
+    forward = _input_path(scores, x)
+    _TWINS_PAY[critic] = not any(node in forward for node in graph_nodes(grad))
+
+
 @contextlib.contextmanager
 def penalty_forward(fast: bool = True, *, critic: Critic | None = None) -> Iterator[None]:
     """Context for a critic forward whose scores a penalty will differentiate.
@@ -114,7 +179,10 @@ def penalty_forward(fast: bool = True, *, critic: Critic | None = None) -> Itera
     - on CUDA, a ``critic`` with recurrent layers (``nn.RNN``, ``nn.LSTM``, ``nn.GRU``) runs
       them with cuDNN disabled (cuDNN's RNN has no double backward);
     - with ``fast=True``, ReLU / leaky ReLU and convolutions run as the exact twins of
-      :mod:`gradpen.fastpath` (cheaper double backward, same values and gradients).
+      :mod:`gradpen.fastpath` (cheaper double backward, same values and gradients), unless a
+      ``critic`` is given that an earlier penalty found them not to pay off on (a critic whose
+      input gradient depends on its activations anyway, e.g. through a normalization layer:
+      see :func:`twins_pay`).
 
     The penalties use it for their own forward. Use it around the loss's forward on ``real``
     when its scores feed ``r1(..., scores=)``, and then ``loss.backward(inputs=params)``: the
@@ -138,7 +206,7 @@ def penalty_forward(fast: bool = True, *, critic: Critic | None = None) -> Itera
     with (
         sdpa_kernel(SDPBackend.MATH),
         without_cudnn or contextlib.nullcontext(),
-        fastpath.twins(fast),
+        fastpath.twins(fast and twins_pay(critic)),
     ):
         yield
 
@@ -269,4 +337,7 @@ def input_gradient(
     x = x.detach().requires_grad_(True)
     with penalty_forward(fast, critic=critic):
         scores = outputs.critic_scores(critic, x, cond, reduce)
-    return gradient_of_scores(scores, x, scaler=scaler, fast=fast)
+    grad = gradient_of_scores(scores, x, scaler=scaler, fast=fast)
+    if fast:
+        judge_twins(critic, scores, x, grad)
+    return grad

@@ -33,6 +33,7 @@ from gradpen.gradients import (
     eager_original,
     gradient_of_scores,
     input_gradient,
+    judge_twins,
 )
 from gradpen.outputs import Critic
 
@@ -268,7 +269,11 @@ def gradient_at(critic: Critic, x: Tensor, scores: Any = None, **how: Any) -> Te
     if not how.get("allow_batchnorm", False):
         check_no_batchnorm(eager_original(critic))
     per_sample = outputs.scores(scores, x.shape[0], how.get("reduce", "sum"))
-    return gradient_of_scores(per_sample, x, scaler=how.get("scaler"), fast=how.get("fast", True))
+    fast = how.get("fast", True)
+    grad = gradient_of_scores(per_sample, x, scaler=how.get("scaler"), fast=fast)
+    if fast:
+        judge_twins(eager_original(critic), per_sample, x, grad)
+    return grad
 
 
 def dragan(

@@ -485,7 +485,11 @@ class Trainer:
                 # Only a batch the penalty differentiates runs under penalty_forward: its twins
                 # cost a few percent on a forward that nobody differentiates twice.
                 differentiated = reuse and name in pen.needs
-                with penalty_forward(pen.fast, critic=self.D) if differentiated else nullcontext():
+                with (
+                    penalty_forward(pen.fast, critic=self.D_seen)
+                    if differentiated
+                    else nullcontext()
+                ):
                     outs[name] = critic_output(self.D_seen, batch, y)
             if reuse:
                 term = penalty_term(outs)
