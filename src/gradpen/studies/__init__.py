@@ -9,6 +9,9 @@ used by the tests. The module docstring states the CPU budget of the full run. `
 holds a top-level ``"settings"`` object: each arm's fully resolved settings
 (see ``gradpen.studies._toolkit``). A full run also publishes its report as the user-facing page
 ``docs/studies/NAME.md`` (figures in ``docs/studies/NAME/``); a quick run never writes there.
+A study whose runs take minutes each passes ``store=out_dir / "finished"`` to
+``_toolkit.run_jobs``, which keeps each finished run's result there: the same command, rerun
+after a crash, resumes.
 """
 
 from __future__ import annotations
