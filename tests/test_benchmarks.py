@@ -58,3 +58,30 @@ def test_bench_reports_every_variant_as_a_positive_ratio() -> None:
     ratios = parts.bench("mlp", repeats=1)
     assert set(ratios) == set(parts.VARIANTS)
     assert all(math.isfinite(r) and r > 0 for r in ratios.values())
+
+
+sizes = load_script("benchmarks/fast_path_sizes.py")
+
+
+def test_sizes_benchmark_has_a_critic_each_side_of_the_verdict() -> None:
+    for norm, pays in ((False, True), (True, False)):
+        critic = sizes.block_critic(4, norm)
+        gp.input_gradient(critic, torch.randn(2, 4, 8, 8)).sum().backward()
+        assert gp.gradients.twins_pay(critic) is pays
+    # 8 x 8 x 8 x 16 per output pixel, 9 x 9 output pixels: (16 + 4 - 4) // 2 + 1 = 9
+    assert sizes.first_conv_macs(8, 16, 8) == 8 * 8 * 8 * 16 * 81
+    assert sizes.block_critic(8, False)[0](torch.randn(1, 8, 16, 16)).shape[-1] == 9
+
+
+def test_sizes_benchmark_forces_the_twins_and_restores_the_verdict(monkeypatch) -> None:
+    calls = []
+    original = gp.fastpath._PiecewiseLinear.apply
+    monkeypatch.setattr(
+        gp.fastpath._PiecewiseLinear, "apply", lambda *a: calls.append(1) or original(*a)
+    )
+    verdict = gp.gradients.twins_pay
+    # GroupNorm blocks: the verdict would step aside after the first step; forced, every step
+    # of the fast configuration (1 timed + WARMUP) runs both leaky ReLUs as twins.
+    assert math.isfinite(sizes.ratio(4, 8, 2, True, repeats=1))
+    assert len(calls) == 2 * (1 + sizes.WARMUP)
+    assert gp.gradients.twins_pay is verdict
