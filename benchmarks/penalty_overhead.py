@@ -4,7 +4,8 @@
                                           [--batch B] [--device cpu|cuda]
 
 Critics (``--critic``, alias ``--net``; see CRITICS for batch and sizes): the DCGAN-28 critic
-(batch 64) and the toy MLP critic (batch 256), the default pair ``both``; and zoo critics
+(batch 64) and the toy MLP critic (batch 256), the default pair ``both``; ``dcgan32``, the
+3-conv DCGAN critic for 32 px RGB (batch 64); and zoo critics
 (:mod:`gradpen.nets.zoo`) ``resnet-gn`` (32 px), ``patchgan`` (64 px), ``vit`` (32 px,
 attention) and ``multiscale`` (64 px, 3 scales), sized for a CPU (``--batch`` overrides);
 ``all`` runs every one.
@@ -60,7 +61,7 @@ from torch.profiler import ProfilerActivity, profile
 import gradpen as gp
 from gradpen.approx import sub_batch, wgan_gp_finite_difference
 from gradpen.losses import d_loss
-from gradpen.nets import DCGANCritic28, MLPCritic
+from gradpen.nets import DCGANCritic28, DCGANCritic32, MLPCritic
 from gradpen.nets.zoo import MultiScaleCritic, PatchGANCritic, ResNetGNCritic, ViTCritic
 from gradpen.outputs import scores
 
@@ -295,6 +296,9 @@ class CriticProblem:
 # would rather use the published widths and a larger --batch.
 CRITICS: dict[str, CriticProblem] = {
     "dcgan": CriticProblem(DCGANCritic28, 64, image_batches(1, 28, 28), "DCGAN-28"),
+    "dcgan32": CriticProblem(
+        lambda: DCGANCritic32(in_channels=3), 64, image_batches(3, 32, 32), "DCGAN-32 (3 convs)"
+    ),
     "mlp": CriticProblem(MLPCritic, 256, eight_gaussians, "toy MLP"),
     "resnet-gn": CriticProblem(
         lambda: ResNetGNCritic(3, width=32, groups=8),
@@ -461,8 +465,8 @@ def main() -> None:
         dest="critic",
         choices=(*CRITICS, *CRITIC_GROUPS),
         default="both",
-        help="the critic to time (--net is the old name): dcgan, mlp, the zoo's resnet-gn, "
-        "patchgan, vit, multiscale; 'both' (default) = dcgan and mlp; 'all' = every one",
+        help="the critic to time (--net is the old name): dcgan, dcgan32, mlp, the zoo's "
+        "resnet-gn, patchgan, vit, multiscale; 'both' (default) = dcgan and mlp; 'all' = every one",
     )
     parser.add_argument(
         "--batch", type=int, default=None, help="batch size (default: the critic's, see CRITICS)"

@@ -85,3 +85,10 @@ def test_sizes_benchmark_forces_the_twins_and_restores_the_verdict(monkeypatch) 
     assert math.isfinite(sizes.ratio(4, 8, 2, True, repeats=1))
     assert len(calls) == 2 * (1 + sizes.WARMUP)
     assert gp.gradients.twins_pay is verdict
+
+
+def test_every_benchmark_critic_scores_its_own_data() -> None:
+    for name in parts.CRITICS:
+        critic, real, fake = parts.make_problem(name, 2, torch.device("cpu"))
+        assert real.shape == fake.shape and real.shape[0] == 2
+        assert gp.Penalty("wgan-gp", 10.0)(critic, real=real, fake=fake).isfinite()
