@@ -214,7 +214,10 @@ def test_study_settings_match_the_docstring() -> None:
         assert table["generator"]["width"] == table["critic"]["width"] == 32
         assert table["critic"]["norm"] == "none"
     assert stacked_mnist.SEEDS == (0, 1, 2)
-    assert stacked_mnist.recipe("wgan-gp").train.steps == 2000  # the arms run shorter
+    assert stacked_mnist.recipe("wgan-gp").train.steps == 5000  # the arms run shorter
+    assert (
+        stacked_mnist.recipe("gan").train.steps == stacked_mnist.recipe("r1r2").train.steps == 2000
+    )
 
 
 def test_quick_study_writes_its_report(tmp_path: Path) -> None:

@@ -48,7 +48,7 @@ from gradpen.train.config import Config
 from gradpen.train.loop import Trainer, TrainingDiverged
 
 SEEDS = (0, 1, 2)
-STEPS = 1200  # generator steps per study run (the recipes train 2000)
+STEPS = 1200  # generator steps per study run (the recipes train 2000, WGAN-GP 5000)
 EVERY = 300  # generator steps between points of the modes-over-training curve
 CURVE_SAMPLES = 10000
 GRID_IMAGES = 100
@@ -94,6 +94,7 @@ NON_SATURATING: dict[str, Any] = {
 ARMS: dict[str, dict[str, Any]] = {
     "gan": NON_SATURATING | {"penalty.name": "none", "penalty.weight": 0.0},
     "wgan-gp": {
+        "train.steps": 5000,
         "train.loss": "wgan",
         "train.n_critic": 5,
         "train.g_lr": 1e-4,
@@ -293,7 +294,8 @@ def run(out_dir: Path, *, quick: bool = False, workers: int = 2) -> Path:
     steps = configs["gan"].train.steps
     sections = [
         f"Each arm is its recipe in `configs/stackedmnist/` shortened to {steps} generator "
-        f"steps (the recipes train {COMMON['train.steps']}), on {len(seeds)} seed(s); the "
+        f"steps (the recipes train {COMMON['train.steps']}, WGAN-GP "
+        f"{ARMS['wgan-gp']['train.steps']}), on {len(seeds)} seed(s); the "
         f"numbers are means ± std over seeds of the engine's final evaluation on "
         f"{configs['gan'].log.eval_samples} samples. The floor is real training images scored "
         "the same way (what a perfect generator reaches with this classifier and sample count). "
