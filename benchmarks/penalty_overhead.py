@@ -114,7 +114,8 @@ def reusing(penalty: gp.Penalty) -> Objective:
     """R1 / R2 from the loss's own forward, as the training loop runs it.
 
     On active steps the penalized batch requires grad and its forward runs under
-    ``gp.penalty_forward`` (with the twins unless the penalty has ``fast=False``); the other
+    ``gp.penalty_forward`` (with the twins unless the penalty has ``fast=False`` or they do not
+    pay on this critic); the other
     batch, and both on a lazy penalty's off steps, run plain.
     """
 
@@ -122,9 +123,9 @@ def reusing(penalty: gp.Penalty) -> Objective:
         needs = penalty.needs if penalty.active(step) else frozenset()
         real = real.detach().requires_grad_("real" in needs)
         fake = fake.detach().requires_grad_("fake" in needs)
-        with gp.penalty_forward(penalty.fast) if "real" in needs else nullcontext():
+        with gp.penalty_forward(penalty.fast, critic=critic) if "real" in needs else nullcontext():
             real_scores = critic(real)
-        with gp.penalty_forward(penalty.fast) if "fake" in needs else nullcontext():
+        with gp.penalty_forward(penalty.fast, critic=critic) if "fake" in needs else nullcontext():
             fake_scores = critic(fake)
         term = penalty(
             critic,
