@@ -156,6 +156,11 @@ def test_input_path_holds_the_nodes_between_x_and_the_scores_only():
     names = sorted(type(node).__name__ for node in path)
     assert names == ["AddBackward0", "AddBackward0", "MulBackward0", "SumBackward0"]
     assert side.grad_fn not in path and doubled.grad_fn in path
+    # x made by an op (an augmented batch): the path starts after x's own node
+    made = x * 1.0
+    tripled = made * 3
+    path = gp.gradients._input_path(tripled.sum(), made)
+    assert tripled.grad_fn in path and made.grad_fn not in path and len(path) == 2
 
 
 @pytest.mark.parametrize("broken", ["_PiecewiseLinear", "_Convolution"])

@@ -123,8 +123,13 @@ def twins_pay(critic: Critic | None) -> bool:
 
 def _input_path(scores: Tensor, x: Tensor) -> set[Any]:
     """The nodes of ``scores``' graph on a path from ``x`` (``x``'s own node excluded)."""
-    source = torch.autograd.graph.get_gradient_edge(x).node
-    reaches: dict[Any, bool] = {source: True}
+
+    source = x.grad_fn
+
+    def is_source(node: Any) -> bool:  # x's node: its grad_fn, or a leaf's grad accumulator
+        return node is source if source is not None else getattr(node, "variable", None) is x
+
+    reaches: dict[Any, bool] = {}
     stack: list[tuple[Any, bool]] = [(scores.grad_fn, False)]
     while stack:  # iterative post-order: a node reaches x if one of its inputs does
         node, expanded = stack.pop()
@@ -132,12 +137,12 @@ def _input_path(scores: Tensor, x: Tensor) -> set[Any]:
             continue
         inputs = [next_node for next_node, _ in node.next_functions if next_node is not None]
         if expanded:
-            reaches[node] = any(reaches.get(next_node, False) for next_node in inputs)
+            reaches[node] = is_source(node) or any(reaches.get(n, False) for n in inputs)
         else:
             reaches.setdefault(node, False)
             stack.append((node, True))
             stack.extend((next_node, False) for next_node in inputs if next_node not in reaches)
-    return {node for node, on_path in reaches.items() if on_path and node is not source}
+    return {node for node, on_path in reaches.items() if on_path and not is_source(node)}
 
 
 def judge_twins(critic: Critic | None, scores: Tensor, x: Tensor, grad: Tensor) -> None:
