@@ -145,6 +145,19 @@ def test_the_fast_path_stays_on_where_the_twins_cut_the_activations_loose(monkey
     assert gp.gradients.twins_pay(None)  # no critic named: the twins, as asked
 
 
+def test_a_reused_forward_run_without_the_twins_does_not_judge_them(monkeypatch):
+    """Scores from a plain forward (no penalty_forward) say nothing about the twins: a later
+    penalty on the same critic still gets them."""
+    calls = count_twin_calls(monkeypatch)
+    critic = conv_critic().double()
+    x = torch.randn(4, 1, 8, 8, dtype=torch.float64, requires_grad=True)
+    gp.r1(critic, x, scores=critic(x))  # the loss's forward, reused, outside the context
+    assert calls == [] and critic not in gp.gradients._TWINS_PAY
+    gp.r1(critic, x.detach())
+    assert set(calls) == {"_PiecewiseLinear", "_Convolution"} and gp.gradients.twins_pay(critic)
+    assert gp.gradients._TWINS_PAY[critic] is True
+
+
 def test_input_path_holds_the_nodes_between_x_and_the_scores_only():
     x = torch.randn(3, requires_grad=True)
     weight = torch.randn(3, requires_grad=True)

@@ -145,7 +145,9 @@ def _input_path(scores: Tensor, x: Tensor) -> set[Any]:
     return {node for node, on_path in reaches.items() if on_path and not is_source(node)}
 
 
-def judge_twins(critic: Critic | None, scores: Tensor, x: Tensor, grad: Tensor) -> None:
+def judge_twins(
+    critic: Critic | None, scores: Tensor, x: Tensor, grad: Tensor, *, surely_twinned: bool = True
+) -> None:
     """Record, once per critic, whether the twins keep the double backward off its forward graph.
 
     The twins save their cost by cutting the input gradient's graph loose from the critic's
@@ -161,6 +163,9 @@ def judge_twins(critic: Critic | None, scores: Tensor, x: Tensor, grad: Tensor) 
         scores: its per-sample scores, shape ``(B,)``.
         x: the input the scores were computed from.
         grad: the input gradient of ``scores`` (with its graph).
+        surely_twinned: whether the forward surely ran under the twins. A forward the caller
+            ran (forward reuse) may have run without :func:`penalty_forward`: it is judged
+            only if its graph holds a twin, since a plain forward says nothing about them.
     """
     try:
         weakref.ref(critic)
@@ -169,6 +174,8 @@ def judge_twins(critic: Critic | None, scores: Tensor, x: Tensor, grad: Tensor) 
     if critic in _TWINS_PAY:
         return
     forward = _input_path(scores, x)
+    if not surely_twinned and not any(fastpath.twin_kind(node) for node in forward):
+        return
     _TWINS_PAY[critic] = not any(node in forward for node in graph_nodes(grad))
 
 

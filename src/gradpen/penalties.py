@@ -272,7 +272,7 @@ def gradient_at(critic: Critic, x: Tensor, scores: Any = None, **how: Any) -> Te
     fast = how.get("fast", True)
     grad = gradient_of_scores(per_sample, x, scaler=how.get("scaler"), fast=fast)
     if fast:
-        judge_twins(eager_original(critic), per_sample, x, grad)
+        judge_twins(eager_original(critic), per_sample, x, grad, surely_twinned=False)
     return grad
 
 
