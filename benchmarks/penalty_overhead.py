@@ -2,6 +2,7 @@
 
     python benchmarks/penalty_overhead.py [--repeats N] [--quick] [--json] [--critic NAME]
                                           [--batch B] [--device cpu|cuda]
+                                          [--allocator default|keep]
 
 Critics (``--critic``, alias ``--net``; see CRITICS for batch and sizes): the DCGAN-28 critic
 (batch 64) and the toy MLP critic (batch 256), the default pair ``both``; ``dcgan32``, the
@@ -32,6 +33,11 @@ the peak of CPU tensor bytes above those live at the step's start; the reported 
 tensors live at the start (parameters, gradients, Adam state, the batch), so it is the step's
 peak tensor memory. It does not count allocator caching or the process's other memory.
 
+Page faults: the median over the timed rounds of the process's minor page faults per step.
+With glibc's default settings a penalized step's larger blocks go back to the kernel when freed
+and fault in again, zero-filled, on the next step; ``--allocator keep`` calls
+:func:`gradpen.keep_freed_memory` first (as ``gradpen train`` does), which keeps them.
+
 "fast off" rows run the same penalty with ``fast=False`` (plain autograd, no
 :mod:`gradpen.fastpath` twins): the fast path's own contribution.
 
@@ -46,6 +52,7 @@ import argparse
 import copy
 import json
 import random
+import resource
 import statistics
 import sys
 import time
@@ -194,6 +201,7 @@ class Runner:
     optimizer: torch.optim.Optimizer = field(init=False)
     step: int = 0
     times: list[float] = field(default_factory=list)
+    faults: list[float] = field(default_factory=list)
     error: str | None = None
 
     def __post_init__(self) -> None:
@@ -215,7 +223,9 @@ class Runner:
         return self.error is None
 
     def sample(self, real: Tensor, fake: Tensor) -> None:
-        """Time ``steps_per_sample`` steps; append the seconds per step to :attr:`times`."""
+        """Time ``steps_per_sample`` steps; append the seconds per step to :attr:`times` and the
+        process's minor page faults per step to :attr:`faults`."""
+        faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         if real.device.type == "cuda":
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
@@ -230,6 +240,8 @@ class Runner:
                 self.one_step(real, fake)
             seconds = time.perf_counter() - begin
         self.times.append(seconds / self.steps_per_sample)
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before
+        self.faults.append(faults / self.steps_per_sample)
 
     def peak_bytes(self, real: Tensor, fake: Tensor) -> int:
         """Peak tensor bytes of one step (lazy: of its active step): live at start + transient."""
@@ -405,6 +417,9 @@ def bench(name: str, repeats: int, warmup: int, batch: int | None, device: torch
             "time_ratio": medians[config] / medians["plain"] if config in timed else None,
             "peak_memory_ratio": peaks[config] / peaks["plain"] if config in timed else None,
             "peak_mib": peaks[config] / 2**20 if config in timed else None,
+            "page_faults_per_step": statistics.median(timed[config].faults[warmup:])
+            if config in timed
+            else None,
             "error": failed.get(config),
         }
         for config in runners
@@ -430,15 +445,16 @@ def print_table(result: dict) -> None:
         f"{result['repeats']} interleaved rounds; plain-step noise (IQR/median) "
         f"{result['plain_noise_iqr_over_median']:.2f}"
     )
-    print(f"| {'configuration':<42} | time / plain | peak mem / plain | peak MiB |")
-    print(f"|{'-' * 44}|-------------:|-----------------:|---------:|")
+    print(f"| {'configuration':<42} | time / plain | peak mem / plain | peak MiB | page faults |")
+    print(f"|{'-' * 44}|-------------:|-----------------:|---------:|------------:|")
     for row in result["rows"]:
         if row["error"] is not None:
             print(f"| {row['config']:<42} | fails: {row['error'][:100]} |")
             continue
         print(
             f"| {row['config']:<42} | {row['time_ratio']:>12.2f} | "
-            f"{row['peak_memory_ratio']:>16.2f} | {row['peak_mib']:>8.1f} |"
+            f"{row['peak_memory_ratio']:>16.2f} | {row['peak_mib']:>8.1f} | "
+            f"{row['page_faults_per_step']:>11.0f} |"
         )
     acc = result["accuracy"]
     if acc is None:
@@ -475,7 +491,17 @@ def main() -> None:
     parser.add_argument(
         "--device", choices=("cpu", "cuda"), default="cpu", help="where to run (default cpu)"
     )
+    parser.add_argument(
+        "--allocator",
+        choices=("default", "keep"),
+        default="default",
+        help="'keep': call gradpen.keep_freed_memory() first, as gradpen train does (glibc keeps "
+        "freed blocks); 'default' (default): the C library's own settings, as a user's loop has",
+    )
     args = parser.parse_args()
+    if args.allocator == "keep" and not gp.keep_freed_memory():
+        print("penalty_overhead: --allocator keep needs Linux with glibc", file=sys.stderr)
+        sys.exit(2)
     if args.device == "cuda":
         if not torch.cuda.is_available():
             print(
@@ -490,10 +516,14 @@ def main() -> None:
     names = CRITIC_GROUPS.get(args.critic, (args.critic,))
     results = [bench(name, repeats, warmup, args.batch, device) for name in names]
     if args.json:
-        print(json.dumps({"torch": torch.__version__, "results": results}, indent=2))
+        report = {"torch": torch.__version__, "allocator": args.allocator, "results": results}
+        print(json.dumps(report, indent=2))
         return
     where = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
-    print(f"torch {torch.__version__}, {where}, {torch.get_num_threads()} threads")
+    print(
+        f"torch {torch.__version__}, {where}, {torch.get_num_threads()} threads, "
+        f"allocator: {args.allocator}"
+    )
     for result in results:
         print_table(result)
 

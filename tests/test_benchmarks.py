@@ -92,3 +92,39 @@ def test_every_benchmark_critic_scores_its_own_data() -> None:
         critic, real, fake = parts.make_problem(name, 2, torch.device("cpu"))
         assert real.shape == fake.shape and real.shape[0] == 2
         assert gp.Penalty("wgan-gp", 10.0)(critic, real=real, fake=fake).isfinite()
+
+
+anatomy = load_script("benchmarks/step_anatomy.py")
+
+
+def test_anatomy_prices_shared_kernels_at_the_plain_steps_speed() -> None:
+    plain = {("conv", "[a]", ""): (2, 20.0), ("relu", "[a]", ""): (2, 4.0)}
+    penalized = {("conv", "[a]", ""): (3, 45.0), ("bmm", "[b]", ""): (1, 7.0)}
+    assert anatomy.reprice(plain, penalized) == 3 * 10.0 + 7.0
+    # one conv call more at 10 us, a bmm of its own, the ReLUs gone
+    assert anatomy.extra_work(("conv", "[a]", ""), plain, penalized) == 10.0
+    assert anatomy.extra_work(("bmm", "[b]", ""), plain, penalized) == 7.0
+    assert anatomy.extra_work(("relu", "[a]", ""), plain, penalized) == -4.0
+
+
+def test_anatomy_tells_a_convolutions_backward_passes_apart() -> None:
+    x, weight = torch.randn(2, 3, 6, 6), torch.randn(4, 3, 3, 3)
+    grad = torch.randn(2, 4, 4, 4)
+
+    def backward(mask: list[bool]) -> None:
+        conv_backward = torch.ops.aten.convolution_backward
+        conv_backward(grad, x, weight, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1, mask)
+
+    with torch.profiler.profile(record_shapes=True) as prof:
+        backward([True, False, False])
+        backward([False, True, False])
+    keys = {
+        anatomy._key(event) for event in prof.events() if event.name == "aten::convolution_backward"
+    }
+    assert len(keys) == 2
+
+
+def test_anatomy_reports_finite_ratios_above_one_for_a_penalty() -> None:
+    result = anatomy.anatomy("mlp", "gradpen wgan-gp", repeats=1)
+    assert result["measured"] > 1 and result["at_plain_speed"] > 1
+    assert all(calls > 0 for calls, _ in result["penalized"].values())

@@ -1,5 +1,6 @@
 """gradpen: gradient penalties for GAN critics and beyond: correct, fast, tested."""
 
+from gradpen.allocator import keep_freed_memory
 from gradpen.diagnose import diagnose
 from gradpen.errors import UserError
 from gradpen.gradients import gradient_of_scores, input_gradient, penalty_forward
@@ -32,6 +33,7 @@ __all__ = [
     "gradient_of_scores",
     "input_gradient",
     "interpolate",
+    "keep_freed_memory",
     "lazy_adam_hyperparameters",
     "lazy_penalty_step",
     "penalty_forward",

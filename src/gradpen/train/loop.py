@@ -27,6 +27,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from gradpen import losses
+from gradpen.allocator import keep_freed_memory
 from gradpen.augment import AugmentedCritic
 from gradpen.compiled import CompiledCriticStep
 from gradpen.data.mnist import ImageDataset
@@ -199,6 +200,7 @@ class Trainer:
             # Small networks gain nothing from intra-op threads, and on a busy machine the
             # threads' spin-waits can make each step many times slower.
             torch.set_num_threads(threads)
+        keep_freed_memory()  # no page faults on every penalized step (glibc; else a no-op)
         self.dist, self.device = distributed.join(_resolve_device(config.train.device))
         torch.manual_seed(config.seed)
         self.data: BatchSource = make_source(config, self.device)
