@@ -123,6 +123,11 @@ def test_quick_study_writes_its_report(tmp_path):
         "lambda10-bn",
         "real_floor",
     }
+    # one seed per arm: no difference can count, so every claim is "not shown"
+    assert set(results["verdicts"]) == {"lambda1", "lambda10", "lambda1-bn", "lambda10-bn"}
+    for claims in results["verdicts"].values():
+        assert {claim["verdict"] for claim in claims.values()} == {"not shown"}
+    assert "supported (" not in text and "not shown (fd same" in text
     for arm, runs in results["runs"].items():
         assert len(runs) == 1, arm
         run = runs[0]
@@ -146,3 +151,47 @@ def test_a_patchgan_critic_trains_end_to_end(tmp_path, loss, penalty):
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
     assert summary["step"] == 3
     assert all(math.isfinite(r["d_loss"]) and r["penalty"] > 0 for r in records)
+
+
+def test_compare_counts_a_difference_beyond_twice_the_combined_spread():
+    # means 2 and 5, stds 1 and 1: the gap 3 is beyond 2 * sqrt(2) = 2.83, a gap of 2 is not
+    assert patel2018.compare([4.0, 5.0, 6.0], [1.0, 2.0, 3.0], +1) == "better"
+    assert patel2018.compare([4.0, 5.0, 6.0], [1.0, 2.0, 3.0], -1) == "worse"
+    assert patel2018.compare([3.0, 4.0, 5.0], [1.0, 2.0, 3.0], +1) == "same"
+    assert patel2018.compare([9.0], [1.0, 2.0, 3.0], +1) == "same"  # one seed: nothing counts
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "verdict"),
+    [
+        (["better", "same"], "supported"),
+        (["worse", "same"], "contradicted"),
+        (["better", "worse"], "mixed"),
+        (["same", "same"], "not shown"),
+    ],
+)
+def test_judge_combines_a_claims_metrics(outcomes, verdict):
+    assert patel2018.judge(outcomes) == verdict
+
+
+def test_verdicts_compare_each_penalized_arm_with_lambda0_of_its_norm():
+    def run(fd, recall, spread, diverged=False):
+        metrics = {"fd": fd, "kid_mean": 0.01, "precision": 0.5, "recall": recall}
+        return metrics | {"classes_covered": 10, "d_loss_late_std": spread, "diverged": diverged}
+
+    results = {
+        "lambda0": [run(10, 0.5, 0.3), run(11, 0.5, 0.3), run(12, 0.5, 0.3)],
+        "lambda10": [run(5, 0.2, 0.1), run(6, 0.21, 0.1), run(7, 0.22, 0.1)],
+        "lambda0-bn": [run(5, 0.5, 0.3), run(6, 0.5, 0.3), run(7, 0.5, 0.3)],
+        # the diverged run's numbers are left out: without it the arm equals lambda0-bn
+        "lambda10-bn": [run(5, 0.5, 0.3), run(6, 0.5, 0.3), run(7, 0.5, 0.3), run(99, 0, 9, True)],
+    }
+    judged = patel2018.verdicts(results)
+    assert set(judged) == {"lambda10", "lambda10-bn"}
+    assert judged["lambda10"]["cleaner digits"] == {
+        "verdict": "supported",
+        "metrics": {"fd": "better", "kid_mean": "same", "precision": "same"},
+    }
+    assert judged["lambda10"]["more varied digits"]["verdict"] == "contradicted"
+    assert judged["lambda10"]["steadier discriminator loss"]["verdict"] == "supported"
+    assert {c["verdict"] for c in judged["lambda10-bn"].values()} == {"not shown"}
