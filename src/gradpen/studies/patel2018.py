@@ -18,10 +18,11 @@ of 60k digits are ~23k steps), the length of the shipped recipes. Earlier runs o
 width 32 with the label at the input only left the conditional generators mostly ignoring
 their labels (conditional accuracy 0.19-0.29): too short to judge the claim.
 
-CPU budget, measured single-threaded on the busy 2-core machine (30 steps after one warm-up
-step): 0.41 CPU s per step for lambda 0, 0.49 with the penalty, 0.55 with the penalty and batch
-norm, i.e. 20-28 CPU minutes per run and about 7 CPU hours for 6 arms x 3 seeds (two worker
-processes by default: about 3.5-4 hours on an idle 2-core machine; a GPU: ``device="cuda"``).
+Budget, measured in the full run (two worker processes of one thread each on the 2-core
+machine; median logged time per discriminator step with its two generator steps): 0.19 s for
+lambda 0, 0.24-0.29 s with the penalty, 0.22-0.24 s for lambda 0 with batch norm, 0.29-0.30 s
+with batch norm and the penalty; 9-15 minutes per run, about 2 hours 10 minutes of wall time for
+the 18 runs (6 arms x 3 seeds; a GPU: ``device="cuda"``).
 ``run(..., steps=, seeds=, width=)`` scales it down; ``quick=True`` (tiny networks, a few steps,
 one seed, in-process) takes seconds and is what the tests run.
 """
