@@ -18,11 +18,11 @@ of 60k digits are ~23k steps), the length of the shipped recipes. Earlier runs o
 width 32 with the label at the input only left the conditional generators mostly ignoring
 their labels (conditional accuracy 0.19-0.29): too short to judge the claim.
 
-Budget, measured in the full run (two worker processes of one thread each on the 2-core
-machine; median logged time per discriminator step with its two generator steps): 0.19 s for
-lambda 0, 0.24-0.29 s with the penalty, 0.22-0.24 s for lambda 0 with batch norm, 0.29-0.30 s
-with batch norm and the penalty; 9-15 minutes per run, about 2 hours 10 minutes of wall time for
-the 18 runs (6 arms x 3 seeds; a GPU: ``device="cuda"``).
+Budget, measured in the full runs (two worker processes of one thread each on the 2-core
+machine; median logged time per discriminator step with its two generator steps): 0.18-0.19 s
+for lambda 0, 0.21-0.29 s with the penalty, 0.19-0.24 s for lambda 0 with batch norm, 0.26-0.30 s
+with batch norm and the penalty; 9-15 minutes per run, 1 hour 46 minutes to 2 hours 10 minutes
+of wall time for the 18 runs (6 arms x 3 seeds; a GPU: ``device="cuda"``).
 ``run(..., steps=, seeds=, width=)`` scales it down; ``quick=True`` (tiny networks, a few steps,
 one seed, in-process) takes seconds and is what the tests run.
 """
