@@ -223,13 +223,13 @@ def _table(results: dict[str, list[dict[str, Any]]]) -> tuple[str, dict[str, Any
     ]
     rows, aggregate = [], {}
     for arm, runs in results.items():
-        done = [r for r in runs if not r["diverged"]]
+        diverged = sum(r["diverged"] for r in runs)
         values = {key: _completed(runs, key) for key in (*METRICS, *STABILITY)}
         aggregate[arm] = {key: mean_std(v) for key, v in values.items()}
         rows.append(
             [
                 arm,
-                f"{len(runs)} ({len(runs) - len(done)})",
+                f"{len(runs)} ({diverged})",
                 _cell(values["fd"]),
                 _cell(values["kid_mean"], 1e3),
                 *(_cell(values[key]) for key in METRICS[2:]),
