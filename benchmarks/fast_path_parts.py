@@ -2,14 +2,18 @@
 
     python benchmarks/fast_path_parts.py [--critic NAME ...] [--repeats N]
 
-The fast path (:mod:`gradpen.fastpath`) has three parts: the ReLU / leaky ReLU twin, the
-convolution twin, and (on CPU) the ``fold`` input gradient of convolutions from 1-3 channels.
+The fast path (:mod:`gradpen.fastpath`) has four parts: the ReLU / leaky ReLU twin, the
+convolution twin, (on CPU) the ``fold`` input gradient of convolutions from 1-3 channels, and,
+with forward reuse, the loss's backward taking an inner convolution's input gradient from the
+penalty's input-gradient pass (``fastpath._scaled_earlier_input_grad``).
 It steps aside on a critic whose input gradient depends on its activations anyway (a
 normalization layer, a smooth activation, attention: :func:`gradpen.gradients.judge_twins`).
 For each critic of ``penalty_overhead.CRITICS`` this times a WGAN-GP critic step (lambda 10,
 the penalty first, one backward, Adam) with the fast path as shipped (``fast``), with the twins
 forced on every critic (``twins forced``) and then each part of them switched off in turn, and
-with ``fast=False``, and prints each as a ratio to a plain critic step (no penalty). All
+with ``fast=False``; then an R1 step with forward reuse (the loss's forward on the reals is
+the penalty's) as shipped, without that reuse of the input gradient, and with ``fast=False``.
+Each is printed as a ratio to a plain critic step (no penalty). All
 configurations of one critic run interleaved in a shuffled order per round; the time is the
 process's CPU time (``time.process_time``), which a busy machine disturbs less than wall time
 when the run uses one thread (the default here). ``fast`` should never be above ``fast=False``;
@@ -27,7 +31,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-from penalty_overhead import CRITICS, Runner, make_problem, penalty_first, plain
+from penalty_overhead import CRITICS, Objective, Runner, make_problem, penalty_first, plain, reusing
 
 import gradpen as gp
 import gradpen.fastpath as fastpath
@@ -37,6 +41,7 @@ WEIGHT = 10.0
 _TWIN = fastpath._twin
 _FOLDS = fastpath._ConvGeometry._folds_input_grad
 _TWINS_PAY = gradients.twins_pay
+_REUSE = fastpath._scaled_earlier_input_grad
 
 
 def _without_convolutions(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -59,30 +64,64 @@ def _always(critic: Any) -> bool:
     return True
 
 
-# name -> (fast=, twins forced, the replaced twin router, the replaced fold rule)
-VARIANTS: dict[str, tuple[bool, bool, Callable | None, Callable | None]] = {
-    "fast": (True, False, None, None),
-    "fast, twins forced": (True, True, None, None),
-    "twins forced, no fold": (True, True, None, _never_fold),
-    "twins forced, no conv twin": (True, True, _without_convolutions, None),
-    "twins forced, no activation twin": (True, True, _without_activations, None),
-    "twins forced, no twin (the mode's own cost)": (True, True, _no_twin, None),
-    "fast=False": (False, False, None, None),
+def _never_reuse(grad: torch.Tensor, earlier: Any) -> None:
+    return None
+
+
+def _wgan_gp(fast: bool) -> Objective:
+    return penalty_first(gp.Penalty("wgan-gp", WEIGHT, fast=fast))
+
+
+def _r1_reusing(fast: bool) -> Objective:
+    return reusing(gp.Penalty("r1", WEIGHT, fast=fast))
+
+
+# name -> (objective of fast=, fast=, twins forced, the replaced twin router, fold rule, reuse)
+VARIANTS: dict[
+    str,
+    tuple[
+        Callable[[bool], Objective], bool, bool, Callable | None, Callable | None, Callable | None
+    ],
+] = {
+    "fast": (_wgan_gp, True, False, None, None, None),
+    "fast, twins forced": (_wgan_gp, True, True, None, None, None),
+    "twins forced, no fold": (_wgan_gp, True, True, None, _never_fold, None),
+    "twins forced, no conv twin": (_wgan_gp, True, True, _without_convolutions, None, None),
+    "twins forced, no activation twin": (_wgan_gp, True, True, _without_activations, None, None),
+    "twins forced, no twin (the mode's own cost)": (_wgan_gp, True, True, _no_twin, None, None),
+    "fast=False": (_wgan_gp, False, False, None, None, None),
+    "r1 reuse: fast": (_r1_reusing, True, False, None, None, None),
+    "r1 reuse: fast, input gradient recomputed": (
+        _r1_reusing,
+        True,
+        False,
+        None,
+        None,
+        _never_reuse,
+    ),
+    "r1 reuse: fast=False": (_r1_reusing, False, False, None, None, None),
 }
 
 
 @contextlib.contextmanager
-def switched(forced: bool, router: Callable | None, fold_rule: Callable | None) -> Iterator[None]:
-    """The fast path with its verdict, twin router and fold rule replaced (None: the original)."""
+def switched(
+    forced: bool,
+    router: Callable | None,
+    fold_rule: Callable | None,
+    reuse_rule: Callable | None,
+) -> Iterator[None]:
+    """The fast path with its verdict, twin router, fold and reuse rules replaced (None: as is)."""
     gradients.twins_pay = _always if forced else _TWINS_PAY
     fastpath._twin = router or _TWIN
     fastpath._ConvGeometry._folds_input_grad = fold_rule or _FOLDS
+    fastpath._scaled_earlier_input_grad = reuse_rule or _REUSE
     try:
         yield
     finally:
         gradients.twins_pay = _TWINS_PAY
         fastpath._twin = _TWIN
         fastpath._ConvGeometry._folds_input_grad = _FOLDS
+        fastpath._scaled_earlier_input_grad = _REUSE
 
 
 def cpu_seconds_per_step(runner: Runner, real: torch.Tensor, fake: torch.Tensor) -> float:
@@ -95,14 +134,13 @@ def cpu_seconds_per_step(runner: Runner, real: torch.Tensor, fake: torch.Tensor)
 def bench(name: str, repeats: int) -> dict[str, float]:
     """Median CPU time of each variant over a plain step's, on critic ``name``."""
     device = torch.device("cpu")
-    runners: dict[str, tuple[Runner, tuple[bool, Callable | None, Callable | None]]] = {}
+    runners: dict[str, tuple[Runner, tuple[Any, ...]]] = {}
     real = fake = torch.empty(0)
-    for variant, (fast, *switches) in VARIANTS.items():
+    for variant, (objective_of, fast, *switches) in VARIANTS.items():
         critic, real, fake = make_problem(name, None, device)
-        objective = penalty_first(gp.Penalty("wgan-gp", WEIGHT, fast=fast))
-        runners[variant] = (Runner(objective, 1, critic), tuple(switches))
+        runners[variant] = (Runner(objective_of(fast), 1, critic), tuple(switches))
     critic, real, fake = make_problem(name, None, device)
-    runners["plain"] = (Runner(plain, 1, critic), (False, None, None))
+    runners["plain"] = (Runner(plain, 1, critic), (False, None, None, None))
     times: dict[str, list[float]] = {variant: [] for variant in runners}
     for round_index in range(repeats + 3):  # 3 warm-up rounds
         order = list(runners)
@@ -128,7 +166,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     results = {name: bench(name, args.repeats) for name in args.critic}
     print(f"torch {torch.__version__}, {args.threads} thread(s), {args.repeats} rounds; "
-          "WGAN-GP step CPU time / plain step")  # fmt: skip
+          "WGAN-GP (or R1) step CPU time / plain step")  # fmt: skip
     print("| variant | " + " | ".join(CRITICS[name].label for name in args.critic) + " |")
     print("|---|" + "---:|" * len(args.critic))
     for variant in VARIANTS:

@@ -32,26 +32,32 @@ def _node_kinds(critic: object = None) -> set[str | None]:
 
 def test_each_variant_switches_off_its_part_and_restores_it() -> None:
     assert _node_kinds() >= {"conv", "leaky ReLU"}
-    with parts.switched(True, parts._without_activations, None):
+    with parts.switched(True, parts._without_activations, None, None):
         kinds = _node_kinds()
         assert "conv" in kinds and "leaky ReLU" not in kinds
-    with parts.switched(True, parts._without_convolutions, None):
+    with parts.switched(True, parts._without_convolutions, None, None):
         kinds = _node_kinds()
         assert "leaky ReLU" in kinds and "conv" not in kinds
-    with parts.switched(True, parts._no_twin, None):
+    with parts.switched(True, parts._no_twin, None, None):
         assert _node_kinds() == {None}
     # A critic the fast path steps aside for gets the twins only when they are forced.
     judged = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.GroupNorm(1, 2))
     gp.input_gradient(judged, torch.randn(2, 1, 6, 6)).sum().backward()
     assert _node_kinds(judged) == {None}
-    with parts.switched(True, None, None):
+    with parts.switched(True, None, None, None):
         assert _node_kinds(judged) >= {"conv", "leaky ReLU"}
-    with parts.switched(False, None, parts._never_fold):
+    signal = torch.ones(2, 3)
+    earlier = (signal, torch.ones(2, 4))
+    with parts.switched(False, None, parts._never_fold, parts._never_reuse):
         geometry = parts.fastpath._ConvGeometry(2, (1, 1), (0, 0), (1, 1), 1)
         assert not geometry._folds_input_grad(torch.empty(4, 1, 3, 3))
+        with torch.no_grad():
+            assert parts.fastpath._scaled_earlier_input_grad(2 * signal, earlier) is None
     assert _node_kinds() >= {"conv", "leaky ReLU"}
     geometry = parts.fastpath._ConvGeometry(2, (1, 1), (0, 0), (1, 1), 1)
-    assert geometry._folds_input_grad(torch.empty(4, 1, 3, 3))  # the original rule is back
+    assert geometry._folds_input_grad(torch.empty(4, 1, 3, 3))  # the original rules are back
+    with torch.no_grad():
+        assert parts.fastpath._scaled_earlier_input_grad(2 * signal, earlier) is not None
 
 
 def test_bench_reports_every_variant_as_a_positive_ratio() -> None:

@@ -14,6 +14,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import gradpen as gp
+from gradpen import fastpath
 from gradpen.nets import DCGANCritic28
 
 
@@ -154,6 +155,76 @@ def test_backward_with_inputs_skips_the_gradient_into_the_reused_batch():
     assert_all_close([full[2], *full[1]], [plain[2], *plain[1]])
 
 
+def reused_forward_backward(
+    twins: bool, feature_weight: float = 0.0, dtype: torch.dtype = torch.float64
+) -> tuple[int, list[torch.Tensor]]:
+    """The DCGAN critic's reused-forward R1 step: input gradients computed in its backward.
+
+    The loss is ``mean(scores**2)`` (a different ``dL/dD`` per sample) plus, with
+    ``feature_weight``, a loss on the last convolution's activation (a signal into that
+    convolution that does not come from the scores).
+    """
+    critic, x = make("dcgan")
+    critic, x = critic.to(dtype), x.to(dtype)
+    features = []
+    hook = critic.features[4].register_forward_hook(lambda module, args, out: features.append(out))
+    real = x.detach().requires_grad_(True)
+    with gp.penalty_forward() if twins else torch.enable_grad():
+        scores = critic(real)
+    hook.remove()
+    r1 = gp.r1(critic, real, scores=scores)
+    objective = scores.pow(2).mean() + 5.0 * r1.mean() + feature_weight * features[0].pow(3).mean()
+    params = list(critic.parameters())
+    with CountInputGradients() as counter:
+        objective.backward(inputs=params)
+    return counter.count, [p.grad for p in params]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_reused_forward_takes_the_input_gradient_of_the_penalty_pass(dtype):
+    """The inner convolution's input gradient is the input-only pass's, scaled per sample."""
+    fast_count, fast = reused_forward_backward(twins=True, dtype=dtype)
+    plain_count, plain = reused_forward_backward(twins=False, dtype=dtype)
+    assert (fast_count, plain_count) == (0, 1)
+    if dtype == torch.float64:
+        assert_all_close(fast, plain)
+    else:
+        for a, b in zip(fast, plain, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_a_loss_on_the_critics_features_gets_the_convolutions_own_input_gradient():
+    """A signal that is no multiple of the penalty pass's is not taken for one."""
+    count, fast = reused_forward_backward(twins=True, feature_weight=1e-3)
+    assert count == 1
+    assert_all_close(fast, reused_forward_backward(twins=False, feature_weight=1e-3)[1])
+
+
+@torch.no_grad()  # as in a backward that builds no graph
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_scaled_earlier_input_grad_by_hand(dtype):
+    signal = torch.tensor([[1.0, 2.0, -2.0], [0.0, 0.0, 0.0], [3.0, 0.0, 4.0]], dtype=dtype)
+    input_grad = torch.tensor([[1.0, 1.0], [5.0, 5.0], [2.0, -1.0]], dtype=dtype)
+    # per sample: 3 times, zero where the pass sent zero, -0.5 times
+    grad = torch.tensor([[3.0, 6.0, -6.0], [0.0, 0.0, 0.0], [-1.5, 0.0, -2.0]], dtype=dtype)
+    reused = fastpath._scaled_earlier_input_grad(grad, (signal, input_grad))
+    expected = torch.tensor([[3.0, 3.0], [0.0, 0.0], [-1.0, 0.5]], dtype=dtype)
+    torch.testing.assert_close(reused, expected, rtol=0, atol=1e-15)
+    off = grad.clone()
+    off[2, 1] = 1e-4  # sample 2 is no longer a multiple of the pass's signal
+    assert fastpath._scaled_earlier_input_grad(off, (signal, input_grad)) is None
+    woken = grad.clone()
+    woken[1, 0] = 1.0  # a signal where the pass sent none
+    assert fastpath._scaled_earlier_input_grad(woken, (signal, input_grad)) is None
+    broken = grad.clone()
+    broken[0, 0] = float("nan")
+    assert fastpath._scaled_earlier_input_grad(broken, (signal, input_grad)) is None
+    half = (grad.bfloat16(), (signal.bfloat16(), input_grad.bfloat16()))
+    assert fastpath._scaled_earlier_input_grad(half[0], half[1]) is None
+    with torch.enable_grad():  # a backward with create_graph=True
+        assert fastpath._scaled_earlier_input_grad(grad, (signal, input_grad)) is None
+
+
 @pytest.mark.parametrize("slope", [0.0, 0.2, -0.3])
 def test_activation_twin_saves_its_output_unless_the_slope_is_negative(slope):
     """The output has the input's sign for a slope >= 0: saving it lets the input be freed."""
@@ -193,6 +264,22 @@ def test_third_order_gradients_equal_plain_autograd():
     results = []
     for g in (gp.input_gradient(critic, x), plain_input_gradient(critic, x)):
         grads = parameter_gradients(g.pow(2).sum(), critic, create_graph=True)
+        meta = sum(grad.pow(2).sum() for grad in grads)
+        results.append(parameter_gradients(meta, critic))
+    assert_all_close(*results)
+
+
+def test_third_order_gradients_through_a_reused_forward_equal_plain_autograd():
+    """A backward that builds a graph gets the convolution's own, differentiable input gradient."""
+    critic, x = make("dcgan")
+    results = []
+    for mode in (gp.penalty_forward(), torch.enable_grad()):
+        real = x.detach().requires_grad_(True)
+        with mode:
+            scores = critic(real)
+        r1 = gp.r1(critic, real, scores=scores)
+        objective = scores.pow(2).mean() + 5.0 * r1.mean()
+        grads = parameter_gradients(objective, critic, create_graph=True)
         meta = sum(grad.pow(2).sum() for grad in grads)
         results.append(parameter_gradients(meta, critic))
     assert_all_close(*results)

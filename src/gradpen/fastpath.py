@@ -3,7 +3,7 @@
 A gradient penalty differentiates the critic twice: ``autograd.grad(scores, x,
 create_graph=True)`` builds the input gradient as a graph, and the training backward then
 differentiates that graph with respect to the parameters. Plain autograd does more work there
-than the mathematics needs, and this module removes two such costs, without approximation:
+than the mathematics needs, and this module removes three such costs, without approximation:
 
 - ReLU / leaky ReLU (:class:`_PiecewiseLinear`). Their derivative is a 0/1 (or 0/slope) mask
   whose own derivative is zero almost everywhere. PyTorch's backward still records how the mask
@@ -15,10 +15,16 @@ than the mathematics needs, and this module removes two such costs, without appr
   swapped, which oneDNN and cuDNN run slowly. The twin's input gradient is a node whose backward
   calls ``convolution_backward``'s weight gradient instead (the same quantity), and on CPU a
   first layer with 1-3 input channels takes its input gradient as a matmul and ``fold``.
+- With forward reuse (R1 / R2 on the loss's own forward), the training loss's backward through
+  an inner convolution needs an input gradient that the penalty's input-gradient pass already
+  computed, up to a per-sample factor (the pass sends back 1 per score, the loss ``dL/dD``).
+  The twin takes it from there instead of computing it again, after checking that the factor
+  explains the loss's signal (:func:`_scaled_earlier_input_grad`).
 
-Both are exact: their forward and first derivative are PyTorch's own kernels, and their second
-derivative is the true one (``tests/test_penalty_forward.py`` compares values, input gradients
-and parameter gradients with plain autograd in float64, with gradcheck and gradgradcheck).
+All are exact: their forward and first derivative are PyTorch's own kernels (a reused input
+gradient is one, times the factor: the same value up to rounding), and their second derivative
+is the true one (``tests/test_penalty_forward.py`` compares values, input gradients and
+parameter gradients with plain autograd in float64, with gradcheck and gradgradcheck).
 
 How it is switched: every penalty takes ``fast=True`` (PyTorch's ``foreach=`` convention);
 ``fast=False`` runs plain autograd. Inside :func:`twins` a ``TorchFunctionMode`` routes
@@ -212,7 +218,8 @@ class _Convolution(torch.autograd.Function):
     While :func:`gradient_of_scores` takes the input gradient it sets ``input_only`` on these
     nodes: the backward then returns just the input gradient, as a
     :class:`_ConvolutionInputGrad` (the weights get no gradient in that pass, which asks for the
-    input's only). Any other backward gets PyTorch's own gradients.
+    input's only). Any other backward gets PyTorch's own gradients, except that an inner layer
+    reuses that pass's input gradient where it can (:func:`_scaled_earlier_input_grad`).
     """
 
     @staticmethod
@@ -223,6 +230,7 @@ class _Convolution(torch.autograd.Function):
         ctx.geometry = geometry
         ctx.has_bias = bias is not None
         ctx.input_only = False
+        ctx.input_only_pass = None
         return geometry.forward(x, weight, bias)
 
     @staticmethod
@@ -235,11 +243,66 @@ class _Convolution(torch.autograd.Function):
         if ctx.input_only:  # the pass asks for the input's gradient: every conv on the way needs it
             if not needs_x:
                 return None, None, None, None
-            return _ConvolutionInputGrad.apply(grad, x.detach(), weight, geometry), None, None, None
+            grad_x = _ConvolutionInputGrad.apply(grad, x.detach(), weight, geometry)
+            if x.grad_fn is not None:  # an inner layer: the training backward needs its input grad
+                ctx.input_only_pass = (grad.detach(), grad_x.detach())
+            return grad_x, None, None, None
         needs_x = needs_x and _engine_uses(ctx.next_functions[0][0])
-        mask = (needs_x, needs_weight, needs_bias and ctx.has_bias)
+        earlier, ctx.input_only_pass = ctx.input_only_pass, None
+        reused_x = (
+            _scaled_earlier_input_grad(grad, earlier) if needs_x and earlier is not None else None
+        )
+        mask = (needs_x and reused_x is None, needs_weight, needs_bias and ctx.has_bias)
         grad_x, grad_weight, grad_bias = geometry.backward(grad, x, weight, mask)
-        return grad_x, grad_weight, grad_bias, None
+        return (grad_x if reused_x is None else reused_x), grad_weight, grad_bias, None
+
+
+# How far (relative, per sample) a backward signal may be from a multiple of the input-only
+# pass's and still count as that multiple: a few dozen roundings.
+_PROPORTIONAL_ULPS = 64
+
+
+def _scaled_earlier_input_grad(grad: Tensor, earlier: tuple[Tensor, Tensor]) -> Tensor | None:
+    """The input gradient for ``grad`` from the input-only pass's, where ``grad`` is its multiple.
+
+    ``earlier`` is the pass's ``(signal, input_grad)`` at this convolution, with ``input_grad =
+    conv^T(signal, weight)``. With forward reuse (R1 on the loss's own forward) the training
+    loss's signal here is, per sample, a multiple ``c_b`` of that pass's: the input-gradient
+    pass sends ``1`` back from each score, the loss sends ``dL/dD_b``, and everything in
+    between is linear in what is sent back. Then the input gradient is ``c_b`` times the pass's,
+    and the convolution skips computing it again (one of the step's largest kernels). Each
+    sample's ``c_b`` is the least-squares fit, and it is used only if the rest of the signal is
+    within :data:`_PROPORTIONAL_ULPS` roundings of its norm; anything else (a loss on the
+    critic's features, a normalization that feeds the penalty back through the forward graph)
+    gets the convolution's own input gradient. So does a backward that builds a graph
+    (``create_graph=True``): the reused gradient is not differentiable in the weight. CPU
+    float32 / float64 only: the check reads its verdict on the host, which on a GPU would stall
+    the backward.
+
+    Returns:
+        The input gradient, or None where it has to be computed.
+    """
+    signal, input_grad = earlier
+    if (
+        torch.is_grad_enabled()
+        or grad.device.type != "cpu"
+        or grad.dtype not in (torch.float32, torch.float64)
+        or grad.shape != signal.shape
+        or grad.dtype != signal.dtype
+    ):
+        return None
+    flat, reference = grad.flatten(1), signal.flatten(1)
+    squared = torch.linalg.vecdot(reference, reference)
+    scale = torch.linalg.vecdot(flat, reference) / squared.clamp_min(torch.finfo(flat.dtype).tiny)
+    residual = torch.linalg.vector_norm(
+        torch.addcmul(flat, scale[:, None], reference, value=-1), dim=1
+    )
+    allowed = (
+        _PROPORTIONAL_ULPS * torch.finfo(flat.dtype).eps * torch.linalg.vector_norm(flat, dim=1)
+    )
+    if not bool((residual <= allowed).all()):
+        return None
+    return input_grad * scale.view(-1, *[1] * (input_grad.dim() - 1))
 
 
 def _as_tuple(value: Any, dims: int) -> tuple[int, ...] | None:
