@@ -47,7 +47,7 @@ def test_each_variant_switches_off_its_part_and_restores_it() -> None:
     with parts.switched(True, None, None, None):
         assert _node_kinds(judged) >= {"conv", "leaky ReLU"}
     signal = torch.ones(2, 3)
-    earlier = (signal, torch.ones(2, 4))
+    earlier = parts.fastpath._InputOnlyPass.keep(signal, torch.ones(2, 4))
     with parts.switched(False, None, parts._never_fold, parts._never_reuse):
         geometry = parts.fastpath._ConvGeometry(2, (1, 1), (0, 0), (1, 1), 1)
         assert not geometry._folds_input_grad(torch.empty(4, 1, 3, 3))

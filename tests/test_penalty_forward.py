@@ -200,6 +200,12 @@ def test_a_loss_on_the_critics_features_gets_the_convolutions_own_input_gradient
     assert_all_close(fast, reused_forward_backward(twins=False, feature_weight=1e-3)[1])
 
 
+def reuse(grad: torch.Tensor, signal: torch.Tensor, input_grad: torch.Tensor):
+    """``_scaled_earlier_input_grad`` for a pass that sent ``signal`` and got ``input_grad``."""
+    earlier = fastpath._InputOnlyPass.keep(signal, input_grad)
+    return None if earlier is None else fastpath._scaled_earlier_input_grad(grad, earlier)
+
+
 @torch.no_grad()  # as in a backward that builds no graph
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_scaled_earlier_input_grad_by_hand(dtype):
@@ -207,22 +213,45 @@ def test_scaled_earlier_input_grad_by_hand(dtype):
     input_grad = torch.tensor([[1.0, 1.0], [5.0, 5.0], [2.0, -1.0]], dtype=dtype)
     # per sample: 3 times, zero where the pass sent zero, -0.5 times
     grad = torch.tensor([[3.0, 6.0, -6.0], [0.0, 0.0, 0.0], [-1.5, 0.0, -2.0]], dtype=dtype)
-    reused = fastpath._scaled_earlier_input_grad(grad, (signal, input_grad))
     expected = torch.tensor([[3.0, 3.0], [0.0, 0.0], [-1.0, 0.5]], dtype=dtype)
-    torch.testing.assert_close(reused, expected, rtol=0, atol=1e-15)
+    torch.testing.assert_close(reuse(grad, signal, input_grad), expected, rtol=0, atol=1e-15)
     off = grad.clone()
     off[2, 1] = 1e-4  # sample 2 is no longer a multiple of the pass's signal
-    assert fastpath._scaled_earlier_input_grad(off, (signal, input_grad)) is None
+    assert reuse(off, signal, input_grad) is None
     woken = grad.clone()
     woken[1, 0] = 1.0  # a signal where the pass sent none
-    assert fastpath._scaled_earlier_input_grad(woken, (signal, input_grad)) is None
+    assert reuse(woken, signal, input_grad) is None
     broken = grad.clone()
     broken[0, 0] = float("nan")
-    assert fastpath._scaled_earlier_input_grad(broken, (signal, input_grad)) is None
-    half = (grad.bfloat16(), (signal.bfloat16(), input_grad.bfloat16()))
-    assert fastpath._scaled_earlier_input_grad(half[0], half[1]) is None
+    assert reuse(broken, signal, input_grad) is None
+    assert fastpath._InputOnlyPass.keep(signal.bfloat16(), input_grad.bfloat16()) is None
     with torch.enable_grad():  # a backward with create_graph=True
-        assert fastpath._scaled_earlier_input_grad(grad, (signal, input_grad)) is None
+        assert reuse(grad, signal, input_grad) is None
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_check_holds_at_the_ends_of_the_dtypes_range(dtype):
+    """Norms of signals near overflow or underflow neither accept nor refuse by accident."""
+    info = torch.finfo(dtype)
+    signal = torch.tensor([[1.0, -2.0, 0.5]], dtype=dtype)
+    input_grad = torch.tensor([[4.0]], dtype=dtype)
+    off = torch.tensor([[1.0, 2.0, 0.5]], dtype=dtype)  # no multiple of the signal
+    for size in (info.max / 8, info.tiny * 4, info.tiny * info.eps * 4):
+        assert reuse(size * off, signal, input_grad) is None
+        assert reuse(off, size * signal, input_grad) is None
+    for size in (info.max / 8, info.tiny * 4):
+        reused = reuse(size * signal, signal, input_grad)
+        torch.testing.assert_close(reused, size * input_grad, rtol=4 * info.eps, atol=0)
+
+
+@torch.no_grad()
+def test_a_pass_changed_in_place_since_is_not_reused():
+    signal, input_grad = torch.ones(2, 3), torch.ones(2, 4)
+    earlier = fastpath._InputOnlyPass.keep(signal, input_grad)
+    assert fastpath._scaled_earlier_input_grad(2 * signal, earlier) is not None
+    input_grad.mul_(2)  # e.g. a caller editing the input gradient it was given
+    assert fastpath._scaled_earlier_input_grad(2 * signal, earlier) is None
 
 
 @pytest.mark.parametrize("slope", [0.0, 0.2, -0.3])

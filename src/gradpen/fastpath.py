@@ -22,9 +22,10 @@ than the mathematics needs, and this module removes three such costs, without ap
   explains the loss's signal (:func:`_scaled_earlier_input_grad`).
 
 All are exact: their forward and first derivative are PyTorch's own kernels (a reused input
-gradient is one, times the factor: the same value up to rounding), and their second derivative
-is the true one (``tests/test_penalty_forward.py`` compares values, input gradients and
-parameter gradients with plain autograd in float64, with gradcheck and gradgradcheck).
+gradient is one, times the factor, used only where the factor explains the loss's signal to
+within 64 roundings), and their second derivative is the true one
+(``tests/test_penalty_forward.py`` compares values, input gradients and parameter gradients
+with plain autograd in float64, with gradcheck and gradgradcheck).
 
 How it is switched: every penalty takes ``fast=True`` (PyTorch's ``foreach=`` convention);
 ``fast=False`` runs plain autograd. Inside :func:`twins` a ``TorchFunctionMode`` routes
@@ -41,7 +42,7 @@ import contextlib
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -218,8 +219,9 @@ class _Convolution(torch.autograd.Function):
     While :func:`gradient_of_scores` takes the input gradient it sets ``input_only`` on these
     nodes: the backward then returns just the input gradient, as a
     :class:`_ConvolutionInputGrad` (the weights get no gradient in that pass, which asks for the
-    input's only). Any other backward gets PyTorch's own gradients, except that an inner layer
-    reuses that pass's input gradient where it can (:func:`_scaled_earlier_input_grad`).
+    input's only). Any other backward gets PyTorch's own gradients, except that a convolution
+    whose input has a graph of its own reuses that pass's input gradient where it can
+    (:func:`_scaled_earlier_input_grad`).
     """
 
     @staticmethod
@@ -244,8 +246,8 @@ class _Convolution(torch.autograd.Function):
             if not needs_x:
                 return None, None, None, None
             grad_x = _ConvolutionInputGrad.apply(grad, x.detach(), weight, geometry)
-            if x.grad_fn is not None:  # an inner layer: the training backward needs its input grad
-                ctx.input_only_pass = (grad.detach(), grad_x.detach())
+            if x.grad_fn is not None:  # x has a graph: a backward after this may need its grad
+                ctx.input_only_pass = _InputOnlyPass.keep(grad, grad_x)
             return grad_x, None, None, None
         needs_x = needs_x and _engine_uses(ctx.next_functions[0][0])
         earlier, ctx.input_only_pass = ctx.input_only_pass, None
@@ -262,19 +264,49 @@ class _Convolution(torch.autograd.Function):
 _PROPORTIONAL_ULPS = 64
 
 
-def _scaled_earlier_input_grad(grad: Tensor, earlier: tuple[Tensor, Tensor]) -> Tensor | None:
+def _reusable(t: Tensor) -> bool:
+    """Whether an input gradient at ``t``'s device and dtype may be reused: CPU float32 / 64."""
+    return t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64)
+
+
+class _InputOnlyPass(NamedTuple):
+    """What the input-only pass sent into a convolution and what it got out, and their versions.
+
+    ``input_grad = conv^T(signal, weight)``. The versions are PyTorch's in-place counters at the
+    time of the pass: a tensor changed in place since (a hook, a caller editing the returned
+    input gradient) is not reused.
+    """
+
+    signal: Tensor
+    input_grad: Tensor
+    versions: tuple[int, int]
+
+    @classmethod
+    def keep(cls, signal: Tensor, input_grad: Tensor) -> _InputOnlyPass | None:
+        """The pass to keep for a later backward; None where it could never be reused."""
+        if not _reusable(signal):
+            return None
+        signal, input_grad = signal.detach(), input_grad.detach()
+        return cls(signal, input_grad, (signal._version, input_grad._version))
+
+    def unchanged(self) -> bool:
+        return (self.signal._version, self.input_grad._version) == self.versions
+
+
+def _scaled_earlier_input_grad(grad: Tensor, earlier: _InputOnlyPass) -> Tensor | None:
     """The input gradient for ``grad`` from the input-only pass's, where ``grad`` is its multiple.
 
-    ``earlier`` is the pass's ``(signal, input_grad)`` at this convolution, with ``input_grad =
-    conv^T(signal, weight)``. With forward reuse (R1 on the loss's own forward) the training
-    loss's signal here is, per sample, a multiple ``c_b`` of that pass's: the input-gradient
-    pass sends ``1`` back from each score, the loss sends ``dL/dD_b``, and everything in
-    between is linear in what is sent back. Then the input gradient is ``c_b`` times the pass's,
-    and the convolution skips computing it again (one of the step's largest kernels). Each
-    sample's ``c_b`` is the least-squares fit, and it is used only if the rest of the signal is
-    within :data:`_PROPORTIONAL_ULPS` roundings of its norm; anything else (a loss on the
-    critic's features, a normalization that feeds the penalty back through the forward graph)
-    gets the convolution's own input gradient. So does a backward that builds a graph
+    With forward reuse (R1 on the loss's own forward) the training loss's signal at a
+    convolution is, per sample, a multiple ``c_b`` of the input-only pass's wherever the
+    penalty's double backward does not feed the forward graph: the pass sends ``1`` back from
+    each score, the loss sends ``dL/dD_b``, and everything in between is linear in what is sent
+    back. Then the input gradient is ``c_b`` times the pass's, and the convolution skips
+    computing it again (one of the step's largest kernels). Each sample's ``c_b`` is the
+    least-squares fit, on rows scaled to a largest entry of 1 (so that no norm overflows or
+    underflows), and it is used only if the rest of the signal is within
+    :data:`_PROPORTIONAL_ULPS` roundings of its norm; anything else (a loss on the critic's
+    features, a normalization that feeds the penalty back through the forward graph) gets the
+    convolution's own input gradient. So does a backward that builds a graph
     (``create_graph=True``): the reused gradient is not differentiable in the weight. CPU
     float32 / float64 only: the check reads its verdict on the host, which on a GPU would stall
     the backward.
@@ -282,27 +314,31 @@ def _scaled_earlier_input_grad(grad: Tensor, earlier: tuple[Tensor, Tensor]) -> 
     Returns:
         The input gradient, or None where it has to be computed.
     """
-    signal, input_grad = earlier
     if (
         torch.is_grad_enabled()
-        or grad.device.type != "cpu"
-        or grad.dtype not in (torch.float32, torch.float64)
-        or grad.shape != signal.shape
-        or grad.dtype != signal.dtype
+        or not _reusable(grad)
+        or grad.shape != earlier.signal.shape
+        or grad.dtype != earlier.signal.dtype
+        or not earlier.unchanged()
     ):
         return None
-    flat, reference = grad.flatten(1), signal.flatten(1)
+    tiny = torch.finfo(grad.dtype).tiny
+    flat, reference = grad.flatten(1), earlier.signal.flatten(1)
+    flat_max = flat.abs().amax(1, keepdim=True)
+    reference_max = reference.abs().amax(1, keepdim=True).clamp_min(tiny)
+    flat, reference = flat / flat_max.clamp_min(tiny), reference / reference_max
     squared = torch.linalg.vecdot(reference, reference)
-    scale = torch.linalg.vecdot(flat, reference) / squared.clamp_min(torch.finfo(flat.dtype).tiny)
+    fit = torch.linalg.vecdot(flat, reference) / squared.clamp_min(tiny)
     residual = torch.linalg.vector_norm(
-        torch.addcmul(flat, scale[:, None], reference, value=-1), dim=1
+        torch.addcmul(flat, fit[:, None], reference, value=-1), dim=1
     )
     allowed = (
         _PROPORTIONAL_ULPS * torch.finfo(flat.dtype).eps * torch.linalg.vector_norm(flat, dim=1)
     )
-    if not bool((residual <= allowed).all()):
+    scale = fit * (flat_max / reference_max).squeeze(1)
+    if not bool(((residual <= allowed) & torch.isfinite(scale)).all()):
         return None
-    return input_grad * scale.view(-1, *[1] * (input_grad.dim() - 1))
+    return earlier.input_grad * scale.view(-1, *[1] * (grad.dim() - 1))
 
 
 def _as_tuple(value: Any, dims: int) -> tuple[int, ...] | None:
