@@ -28,6 +28,7 @@ import random
 import statistics
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -76,31 +77,36 @@ def _r1_reusing(fast: bool) -> Objective:
     return reusing(gp.Penalty("r1", WEIGHT, fast=fast))
 
 
-# name -> (objective of fast=, fast=, twins forced, the replaced twin router, fold rule, reuse)
-VARIANTS: dict[
-    str,
-    tuple[
-        Callable[[bool], Objective], bool, bool, Callable | None, Callable | None, Callable | None
-    ],
-] = {
-    "fast": (_wgan_gp, True, False, None, None, None),
-    "fast, twins forced": (_wgan_gp, True, True, None, None, None),
-    "twins forced, no fold": (_wgan_gp, True, True, None, _never_fold, None),
-    "twins forced, no conv twin": (_wgan_gp, True, True, _without_convolutions, None, None),
-    "twins forced, no activation twin": (_wgan_gp, True, True, _without_activations, None, None),
-    "twins forced, no twin (the mode's own cost)": (_wgan_gp, True, True, _no_twin, None, None),
-    "fast=False": (_wgan_gp, False, False, None, None, None),
-    "r1 reuse: fast": (_r1_reusing, True, False, None, None, None),
-    "r1 reuse: fast, input gradient recomputed": (
-        _r1_reusing,
-        True,
-        False,
-        None,
-        None,
-        _never_reuse,
-    ),
-    "r1 reuse: fast=False": (_r1_reusing, False, False, None, None, None),
+@dataclass(frozen=True)
+class Variant:
+    """One timed configuration: its objective, ``fast=``, and the parts replaced (None: as is)."""
+
+    objective_of: Callable[[bool], Objective]
+    fast: bool = True
+    forced: bool = False  # the twins on every critic (no stepping aside)
+    router: Callable | None = None  # the twin router
+    fold_rule: Callable | None = None
+    reuse_rule: Callable | None = None
+
+    @property
+    def switches(self) -> tuple[bool, Callable | None, Callable | None, Callable | None]:
+        """The arguments of :func:`switched` for this variant."""
+        return self.forced, self.router, self.fold_rule, self.reuse_rule
+
+
+VARIANTS: dict[str, Variant] = {
+    "fast": Variant(_wgan_gp),
+    "fast, twins forced": Variant(_wgan_gp, forced=True),
+    "twins forced, no fold": Variant(_wgan_gp, forced=True, fold_rule=_never_fold),
+    "twins forced, no conv twin": Variant(_wgan_gp, forced=True, router=_without_convolutions),
+    "twins forced, no activation twin": Variant(_wgan_gp, forced=True, router=_without_activations),
+    "twins forced, no twin (the mode's own cost)": Variant(_wgan_gp, forced=True, router=_no_twin),
+    "fast=False": Variant(_wgan_gp, fast=False),
+    "r1 reuse: fast": Variant(_r1_reusing),
+    "r1 reuse: fast, input gradient recomputed": Variant(_r1_reusing, reuse_rule=_never_reuse),
+    "r1 reuse: fast=False": Variant(_r1_reusing, fast=False),
 }
+PLAIN = Variant(lambda fast: plain, fast=False)
 
 
 @contextlib.contextmanager
@@ -134,20 +140,18 @@ def cpu_seconds_per_step(runner: Runner, real: torch.Tensor, fake: torch.Tensor)
 def bench(name: str, repeats: int) -> dict[str, float]:
     """Median CPU time of each variant over a plain step's, on critic ``name``."""
     device = torch.device("cpu")
-    runners: dict[str, tuple[Runner, tuple[Any, ...]]] = {}
+    runners: dict[str, tuple[Runner, Variant]] = {}
     real = fake = torch.empty(0)
-    for variant, (objective_of, fast, *switches) in VARIANTS.items():
+    for variant, spec in (VARIANTS | {"plain": PLAIN}).items():
         critic, real, fake = make_problem(name, None, device)
-        runners[variant] = (Runner(objective_of(fast), 1, critic), tuple(switches))
-    critic, real, fake = make_problem(name, None, device)
-    runners["plain"] = (Runner(plain, 1, critic), (False, None, None, None))
+        runners[variant] = (Runner(spec.objective_of(spec.fast), 1, critic), spec)
     times: dict[str, list[float]] = {variant: [] for variant in runners}
     for round_index in range(repeats + 3):  # 3 warm-up rounds
         order = list(runners)
         random.shuffle(order)
         for variant in order:
-            runner, switches = runners[variant]
-            with switched(*switches):
+            runner, spec = runners[variant]
+            with switched(*spec.switches):
                 seconds = cpu_seconds_per_step(runner, real, fake)
             if round_index >= 3:
                 times[variant].append(seconds)
