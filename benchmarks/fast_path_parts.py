@@ -2,12 +2,14 @@
 
     python benchmarks/fast_path_parts.py [--critic NAME ...] [--repeats N]
 
-The fast path (:mod:`gradpen.fastpath`) has four parts: the ReLU / leaky ReLU twin, the
-convolution twin, (on CPU) the ``fold`` input gradient of convolutions from 1-3 channels, and,
+The fast path (:mod:`gradpen.fastpath`) has these parts: the ReLU / leaky ReLU twin, the
+convolution twin, (on CPU) the ``fold`` input gradient of convolutions from 1-3 channels, the
+group-norm twin, the average-pooling twin (on CPU, disjoint windows as strided slices), and,
 with forward reuse, the loss's backward taking an inner convolution's input gradient from the
 penalty's input-gradient pass (``fastpath._scaled_earlier_input_grad``).
-It steps aside on a critic whose input gradient depends on its activations anyway (a
-normalization layer, a smooth activation, attention: :func:`gradpen.gradients.judge_twins`).
+It steps aside on a critic whose input gradient depends on its activations through an operation
+without a twin (a layer norm, a smooth activation, attention:
+:func:`gradpen.gradients.judge_twins`).
 For each critic of ``penalty_overhead.CRITICS`` this times a WGAN-GP critic step (lambda 10,
 the penalty first, one backward, Adam) with the fast path as shipped (``fast``), with the twins
 forced on every critic (``twins forced``) and then each part of them switched off in turn, and
@@ -27,11 +29,12 @@ import contextlib
 import random
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from penalty_overhead import CRITICS, Objective, Runner, make_problem, penalty_first, plain, reusing
 
 import gradpen as gp
@@ -41,16 +44,24 @@ import gradpen.gradients as gradients
 WEIGHT = 10.0
 _TWIN = fastpath._twin
 _FOLDS = fastpath._ConvGeometry._folds_input_grad
+_SLICES = fastpath._PoolGeometry._by_slices
 _TWINS_PAY = gradients.twins_pay
 _REUSE = fastpath._scaled_earlier_input_grad
 
 
-def _without_convolutions(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    return None if func in fastpath._CONVOLUTIONS else _TWIN(func, args, kwargs)
+def _router_without(excluded: Collection[Any]) -> Callable:
+    """The twin router with the twins of the functions in ``excluded`` switched off."""
+
+    def router(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return None if func in excluded else _TWIN(func, args, kwargs)
+
+    return router
 
 
-def _without_activations(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    return _TWIN(func, args, kwargs) if func in fastpath._CONVOLUTIONS else None
+_without_convolutions = _router_without(fastpath._CONVOLUTIONS)
+_without_activations = _router_without({*fastpath._RELUS, F.leaky_relu})
+_without_group_norm = _router_without({F.group_norm})
+_without_pooling = _router_without(fastpath._AVERAGE_POOLS)
 
 
 def _no_twin(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -58,6 +69,10 @@ def _no_twin(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
 
 
 def _never_fold(geometry: Any, weight: torch.Tensor) -> bool:
+    return False
+
+
+def _never_slice(geometry: Any, x: torch.Tensor) -> bool:
     return False
 
 
@@ -87,11 +102,14 @@ class Variant:
     router: Callable | None = None  # the twin router
     fold_rule: Callable | None = None
     reuse_rule: Callable | None = None
+    slice_rule: Callable | None = None
 
     @property
-    def switches(self) -> tuple[bool, Callable | None, Callable | None, Callable | None]:
+    def switches(
+        self,
+    ) -> tuple[bool, Callable | None, Callable | None, Callable | None, Callable | None]:
         """The arguments of :func:`switched` for this variant."""
-        return self.forced, self.router, self.fold_rule, self.reuse_rule
+        return self.forced, self.router, self.fold_rule, self.reuse_rule, self.slice_rule
 
 
 VARIANTS: dict[str, Variant] = {
@@ -100,6 +118,11 @@ VARIANTS: dict[str, Variant] = {
     "twins forced, no fold": Variant(_wgan_gp, forced=True, fold_rule=_never_fold),
     "twins forced, no conv twin": Variant(_wgan_gp, forced=True, router=_without_convolutions),
     "twins forced, no activation twin": Variant(_wgan_gp, forced=True, router=_without_activations),
+    "twins forced, no group-norm twin": Variant(_wgan_gp, forced=True, router=_without_group_norm),
+    "twins forced, no pooling twin": Variant(_wgan_gp, forced=True, router=_without_pooling),
+    "twins forced, pooling by PyTorch's kernels": Variant(
+        _wgan_gp, forced=True, slice_rule=_never_slice
+    ),
     "twins forced, no twin (the mode's own cost)": Variant(_wgan_gp, forced=True, router=_no_twin),
     "fast=False": Variant(_wgan_gp, fast=False),
     "r1 reuse: fast": Variant(_r1_reusing),
@@ -115,12 +138,15 @@ def switched(
     router: Callable | None,
     fold_rule: Callable | None,
     reuse_rule: Callable | None,
+    slice_rule: Callable | None = None,
 ) -> Iterator[None]:
-    """The fast path with its verdict, twin router, fold and reuse rules replaced (None: as is)."""
+    """The fast path with its verdict, twin router, fold, reuse and slice rules replaced (None:
+    as is)."""
     gradients.twins_pay = _always if forced else _TWINS_PAY
     fastpath._twin = router or _TWIN
     fastpath._ConvGeometry._folds_input_grad = fold_rule or _FOLDS
     fastpath._scaled_earlier_input_grad = reuse_rule or _REUSE
+    fastpath._PoolGeometry._by_slices = slice_rule or _SLICES
     try:
         yield
     finally:
@@ -128,6 +154,7 @@ def switched(
         fastpath._twin = _TWIN
         fastpath._ConvGeometry._folds_input_grad = _FOLDS
         fastpath._scaled_earlier_input_grad = _REUSE
+        fastpath._PoolGeometry._by_slices = _SLICES
 
 
 def cpu_seconds_per_step(runner: Runner, real: torch.Tensor, fake: torch.Tensor) -> float:

@@ -1,13 +1,15 @@
 """When the fast path's twins pay: a WGAN-GP step on conv blocks of growing size, with and
-without a normalization layer, twins forced on against plain autograd.
+without a group norm, twins forced on against plain autograd.
 
     python benchmarks/fast_path_sizes.py [--repeats N] [--threads T]
 
 The critic is ``conv(C, C, 4, stride 2) [-> GroupNorm(1, C)] -> leaky ReLU``, twice, then a 3x3
 conv to one channel, on ``C x S x S`` inputs of batch ``B`` (the rows). Without the norm the
 twins keep the double backward off the forward graph; with it the input gradient depends on
-the activations anyway, which is where the fast path steps aside
-(:func:`gradpen.gradients.judge_twins`). Each row times, interleaved in a shuffled order per
+the activations by design, and the group-norm twin reaches back through one fused node
+(:class:`gradpen.fastpath._GroupNormInputGrad`); the fast path keeps the twins on both
+(:func:`gradpen.gradients.judge_twins`), and the tiny sizes of the first rows are where they
+do not pay. Each row times, interleaved in a shuffled order per
 round, a step (penalty first, one backward, Adam) with the twins forced on and with
 ``fast=False``, and prints the median CPU time (``time.process_time``) of the first over the
 second: below 1 the twins pay. The first conv's multiply-accumulates locate the break-even.

@@ -41,7 +41,7 @@ def test_each_variant_switches_off_its_part_and_restores_it() -> None:
     with parts.switched(True, parts._no_twin, None, None):
         assert _node_kinds() == {None}
     # A critic the fast path steps aside for gets the twins only when they are forced.
-    judged = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.GroupNorm(1, 2))
+    judged = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.LayerNorm([2, 4, 4]))
     gp.input_gradient(judged, torch.randn(2, 1, 6, 6)).sum().backward()
     assert _node_kinds(judged) == {None}
     with parts.switched(True, None, None, None):
@@ -60,6 +60,27 @@ def test_each_variant_switches_off_its_part_and_restores_it() -> None:
         assert parts.fastpath._scaled_earlier_input_grad(2 * signal, earlier) is not None
 
 
+def _norm_pool_kinds() -> set[str | None]:
+    """The twin kinds of a tiny group norm + 2x2 average pooling under the fast path."""
+    x = torch.randn(2, 4, 6, 6, requires_grad=True)
+    with gp.penalty_forward(True):
+        y = F.avg_pool2d(F.group_norm(x, 2), 2)
+    return {twin_kind(node) for node in gp.gradients.graph_nodes(y)}
+
+
+def test_norm_and_pool_variants_switch_off_their_part_and_restore_it() -> None:
+    assert _norm_pool_kinds() >= {"group norm", "average pool"}
+    with parts.switched(True, parts._without_group_norm, None, None):
+        assert "group norm" not in _norm_pool_kinds() and "average pool" in _norm_pool_kinds()
+    with parts.switched(True, parts._without_pooling, None, None):
+        assert "group norm" in _norm_pool_kinds() and "average pool" not in _norm_pool_kinds()
+    geometry = parts.fastpath._PoolGeometry(2, (2, [], 0, False, True, None))
+    with parts.switched(True, None, None, None, parts._never_slice):
+        assert not geometry._by_slices(torch.empty(1, 1, 4, 4))
+    assert geometry._by_slices(torch.empty(1, 1, 4, 4))  # the original rule is back
+    assert _norm_pool_kinds() >= {"group norm", "average pool"}
+
+
 def test_bench_reports_every_variant_as_a_positive_ratio() -> None:
     ratios = parts.bench("mlp", repeats=1)
     assert set(ratios) == set(parts.VARIANTS)
@@ -69,11 +90,12 @@ def test_bench_reports_every_variant_as_a_positive_ratio() -> None:
 sizes = load_script("benchmarks/fast_path_sizes.py")
 
 
-def test_sizes_benchmark_has_a_critic_each_side_of_the_verdict() -> None:
-    for norm, pays in ((False, True), (True, False)):
+def test_sizes_benchmark_critics_keep_the_twins_with_and_without_group_norm() -> None:
+    for norm in (False, True):
         critic = sizes.block_critic(4, norm)
         gp.input_gradient(critic, torch.randn(2, 4, 8, 8)).sum().backward()
-        assert gp.gradients.twins_pay(critic) is pays
+        assert gp.gradients.twins_pay(critic)
+        assert norm == any(isinstance(m, torch.nn.GroupNorm) for m in critic)
     # 8 x 8 x 8 x 16 per output pixel, 9 x 9 output pixels: (16 + 4 - 4) // 2 + 1 = 9
     assert sizes.first_conv_macs(8, 16, 8) == 8 * 8 * 8 * 16 * 81
     assert sizes.block_critic(8, False)[0](torch.randn(1, 8, 16, 16)).shape[-1] == 9
@@ -86,8 +108,8 @@ def test_sizes_benchmark_forces_the_twins_and_restores_the_verdict(monkeypatch) 
         gp.fastpath._PiecewiseLinear, "apply", lambda *a: calls.append(1) or original(*a)
     )
     verdict = gp.gradients.twins_pay
-    # GroupNorm blocks: the verdict would step aside after the first step; forced, every step
-    # of the fast configuration (1 timed + WARMUP) runs both leaky ReLUs as twins.
+    # Forced (whatever the verdict), every step of the fast configuration (1 timed + WARMUP)
+    # runs both leaky ReLUs as twins.
     assert math.isfinite(sizes.ratio(4, 8, 2, True, repeats=1))
     assert len(calls) == 2 * (1 + sizes.WARMUP)
     assert gp.gradients.twins_pay is verdict

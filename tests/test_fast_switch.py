@@ -65,7 +65,8 @@ def test_fast_and_plain_agree_on_value_and_parameter_gradients(critic_name, name
 def test_fast_off_runs_no_twin(monkeypatch):
     """``fast=False`` never enters the fast path; ``fast=True`` calls both twins."""
     calls = []
-    for twin in (fastpath._PiecewiseLinear, fastpath._Convolution):
+    twins = (fastpath._PiecewiseLinear, fastpath._Convolution, fastpath._GroupNorm)
+    for twin in (*twins, fastpath._AveragePool):
         original = twin.apply
         monkeypatch.setattr(
             twin, "apply", lambda *a, _f=original, _n=twin.__name__: calls.append(_n) or _f(*a)
@@ -81,7 +82,8 @@ def test_fast_off_runs_no_twin(monkeypatch):
 def count_twin_calls(monkeypatch) -> list[str]:
     """Every call of a twin from now on, by the twin's class name."""
     calls: list[str] = []
-    for twin in (fastpath._PiecewiseLinear, fastpath._Convolution):
+    twins = (fastpath._PiecewiseLinear, fastpath._Convolution, fastpath._GroupNorm)
+    for twin in (*twins, fastpath._AveragePool):
         original = twin.apply
         monkeypatch.setattr(
             twin, "apply", lambda *a, _f=original, _n=twin.__name__: calls.append(_n) or _f(*a)
@@ -89,9 +91,16 @@ def count_twin_calls(monkeypatch) -> list[str]:
     return calls
 
 
-def norm_critic() -> nn.Module:
+def layer_norm_critic() -> nn.Module:
     return nn.Sequential(
-        nn.Conv2d(1, 4, 3, stride=2, padding=1), nn.GroupNorm(1, 4), nn.LeakyReLU(0.2),
+        nn.Conv2d(1, 4, 3, stride=2, padding=1), nn.LayerNorm([4, 4, 4]), nn.LeakyReLU(0.2),
+        nn.Flatten(), nn.Linear(4 * 4 * 4, 1),
+    )  # fmt: skip
+
+
+def group_norm_critic() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.GroupNorm(2, 4), nn.LeakyReLU(0.2), nn.AvgPool2d(2),
         nn.Flatten(), nn.Linear(4 * 4 * 4, 1),
     )  # fmt: skip
 
@@ -100,13 +109,31 @@ def tanh_critic() -> nn.Module:
     return nn.Sequential(nn.Conv2d(1, 4, 3), nn.Tanh(), nn.Flatten(), nn.Linear(4 * 6 * 6, 1))
 
 
-@pytest.mark.parametrize("make", [norm_critic, tanh_critic])
+def r1_term_and_grads(
+    critic: nn.Module, real: torch.Tensor, reuse: bool
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """R1 and its parameter gradients, from a fresh forward or reusing the loss's (``reuse``)."""
+    if not reuse:
+        return term_and_grads(critic, "r1", real, None, fast=True)
+    x = real.clone().requires_grad_(True)  # the loss's forward, reused by R1 (the loop's path)
+    with gp.penalty_forward(True, critic=critic):
+        scores = critic(x)
+    term = 10.0 / 2 * gp.r1(critic, x, scores=scores).mean()
+    params = list(critic.parameters())
+    grads = torch.autograd.grad(term, params, allow_unused=True)
+    return term, [
+        torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)
+    ]
+
+
+@pytest.mark.parametrize("make", [layer_norm_critic, tanh_critic])
 @pytest.mark.parametrize("reuse", [False, True])
 def test_the_fast_path_steps_aside_where_the_gradient_depends_on_activations(
     monkeypatch, make, reuse
 ):
-    """A critic whose input gradient depends on its activations anyway (a norm layer, a smooth
-    activation) runs through the twins once; from then on as plain autograd, same numbers."""
+    """A critic whose input gradient depends on its activations through an op without a twin (a
+    layer norm, a smooth activation) runs through the twins once; from then on as plain
+    autograd, same numbers."""
     calls = count_twin_calls(monkeypatch)
     torch.manual_seed(0)
     critic = make().double()
@@ -114,20 +141,28 @@ def test_the_fast_path_steps_aside_where_the_gradient_depends_on_activations(
     expected, expected_grads = term_and_grads(critic, "r1", real, None, fast=False)
     for round_index in range(2):
         calls.clear()
-        if reuse:  # the loss's forward, reused by R1 (the loop's path)
-            x = real.clone().requires_grad_(True)
-            with gp.penalty_forward(True, critic=critic):
-                scores = critic(x)
-            term = 10.0 / 2 * gp.r1(critic, x, scores=scores).mean()
-            params = list(critic.parameters())
-            grads = torch.autograd.grad(term, params, allow_unused=True)
-            grads = [
-                torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)
-            ]
-        else:
-            term, grads = term_and_grads(critic, "r1", real, None, fast=True)
+        term, grads = r1_term_and_grads(critic, real, reuse)
         assert bool(calls) == (round_index == 0)  # judged on the first call
         assert not gp.gradients.twins_pay(critic)
+        torch.testing.assert_close(term.detach(), expected, rtol=1e-12, atol=1e-14)
+        for grad, expected_grad in zip(grads, expected_grads, strict=True):
+            torch.testing.assert_close(grad, expected_grad, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("reuse", [False, True])
+def test_group_norm_and_pooling_keep_the_twins(monkeypatch, reuse):
+    """A group norm's input gradient depends on its input by design; its twin reaches the forward
+    graph through one fused node, so the critic keeps the twins, with the same numbers."""
+    calls = count_twin_calls(monkeypatch)
+    torch.manual_seed(0)
+    critic = group_norm_critic().double()
+    real = torch.randn(6, 1, 8, 8, dtype=torch.float64)
+    expected, expected_grads = term_and_grads(critic, "r1", real, None, fast=False)
+    for _ in range(2):
+        calls.clear()
+        term, grads = r1_term_and_grads(critic, real, reuse)
+        assert set(calls) == {"_Convolution", "_GroupNorm", "_PiecewiseLinear", "_AveragePool"}
+        assert gp.gradients.twins_pay(critic)
         torch.testing.assert_close(term.detach(), expected, rtol=1e-12, atol=1e-14)
         for grad, expected_grad in zip(grads, expected_grads, strict=True):
             torch.testing.assert_close(grad, expected_grad, rtol=1e-10, atol=1e-12)
@@ -152,10 +187,10 @@ def test_a_reused_forward_run_without_the_twins_does_not_judge_them(monkeypatch)
     critic = conv_critic().double()
     x = torch.randn(4, 1, 8, 8, dtype=torch.float64, requires_grad=True)
     gp.r1(critic, x, scores=critic(x))  # the loss's forward, reused, outside the context
-    assert calls == [] and critic not in gp.gradients._TWINS_PAY
+    assert calls == [] and critic not in gp.gradients._VERDICTS
     gp.r1(critic, x.detach())
     assert set(calls) == {"_PiecewiseLinear", "_Convolution"} and gp.gradients.twins_pay(critic)
-    assert gp.gradients._TWINS_PAY[critic] is True
+    assert gp.gradients._VERDICTS[critic] == (True, True)
 
 
 def test_input_path_holds_the_nodes_between_x_and_the_scores_only():

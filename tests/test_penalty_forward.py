@@ -16,6 +16,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import gradpen as gp
 from gradpen import fastpath
 from gradpen.nets import DCGANCritic28
+from gradpen.nets.zoo import ResNetGNCritic
 
 
 class Functional(nn.Module):
@@ -48,12 +49,37 @@ def grouped_critic() -> nn.Module:
     )
 
 
+def pooled_critic() -> nn.Module:
+    """Group norm and average pooling: 2x2 (strided slices), overlapping 3x3, 3-d, and PyTorch's
+    kernels (ceil mode, a channels-last input)."""
+
+    class Pooled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(2, 4, 3, padding=1)
+            self.norm = nn.GroupNorm(2, 4)
+            self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+            self.head = nn.LazyLinear(1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = F.relu(self.norm(self.conv1(x)))
+            h = F.avg_pool2d(h, 2)
+            h = F.avg_pool2d(self.conv2(h), 3, stride=2, padding=1, count_include_pad=False)
+            h = F.group_norm(h.contiguous(memory_format=torch.channels_last), 1, eps=1e-3)
+            h = F.avg_pool2d(torch.tanh(h), 2, ceil_mode=True) + F.avg_pool3d(h[:, None], 2).sum()
+            return self.head(h.flatten(1)).squeeze(1)
+
+    return Pooled()
+
+
 CRITICS = {
     "conv1d": (lambda: Functional(1), (5, 2, 9)),
     "conv2d": (lambda: Functional(2), (5, 2, 9, 9)),
     "conv3d": (lambda: Functional(3), (3, 2, 5, 5, 5)),
     "groups, tuples, string padding, reflect": (grouped_critic, (5, 2, 8, 8)),
     "dcgan": (lambda: DCGANCritic28(width=4), (4, 1, 28, 28)),
+    "resnet-gn": (lambda: ResNetGNCritic(2, width=4, groups=2), (3, 2, 8, 8)),
+    "group norm and pooling": (pooled_critic, (3, 2, 10, 10)),
     "spectral norm (non-leaf weight)": (
         lambda: nn.Sequential(
             nn.utils.parametrizations.spectral_norm(nn.Conv2d(2, 3, 3)),
@@ -105,7 +131,9 @@ def test_penalty_gradients_equal_plain_autograd(name):
     )
 
 
-@pytest.mark.parametrize("name", ["conv2d", "dcgan", "groups, tuples, string padding, reflect"])
+@pytest.mark.parametrize(
+    "name", ["conv2d", "dcgan", "groups, tuples, string padding, reflect", "resnet-gn"]
+)
 def test_reused_forward_gives_the_loss_and_r1_gradients_of_plain_autograd(name):
     """The input-only pass must not leak into the loss's own backward through the same nodes."""
     critic, x = make(name)
@@ -288,8 +316,9 @@ def test_in_place_change_of_a_saved_activation_output_raises_with_an_explanation
         h.sum().backward()  # PyTorch's own error passes through unchanged
 
 
-def test_third_order_gradients_equal_plain_autograd():
-    critic, x = make("conv2d")
+@pytest.mark.parametrize("name", ["conv2d", "resnet-gn", "group norm and pooling"])
+def test_third_order_gradients_equal_plain_autograd(name):
+    critic, x = make(name)
     results = []
     for g in (gp.input_gradient(critic, x), plain_input_gradient(critic, x)):
         grads = parameter_gradients(g.pow(2).sum(), critic, create_graph=True)

@@ -3,7 +3,7 @@
 A gradient penalty differentiates the critic twice: ``autograd.grad(scores, x,
 create_graph=True)`` builds the input gradient as a graph, and the training backward then
 differentiates that graph with respect to the parameters. Plain autograd does more work there
-than the mathematics needs, and this module removes three such costs, without approximation:
+than the mathematics needs, and this module removes five such costs, without approximation:
 
 - ReLU / leaky ReLU (:class:`_PiecewiseLinear`). Their derivative is a 0/1 (or 0/slope) mask
   whose own derivative is zero almost everywhere. PyTorch's backward still records how the mask
@@ -20,17 +20,30 @@ than the mathematics needs, and this module removes three such costs, without ap
   computed, up to a per-sample factor (the pass sends back 1 per score, the loss ``dL/dD``).
   The twin takes it from there instead of computing it again, after checking that the factor
   explains the loss's signal (:func:`_scaled_earlier_input_grad`).
+- Group norm (:class:`_GroupNorm`). Its input gradient depends on its input, so its second
+  derivative must reach back into the forward graph; PyTorch differentiates its group-norm
+  backward as a composite of some thirty small operations. The twin's input gradient is one
+  node whose backward computes the same derivatives from a handful of whole-tensor passes
+  (:class:`_GroupNormInputGrad`).
+- Average pooling (:class:`_AveragePool`). Its input gradient is linear in the signal and does
+  not depend on the input, yet PyTorch's node records the input's (zero) derivative, so the
+  double backward pushes zeros back through the forward graph. The twin's input-gradient node
+  has no such edge; and on CPU, pooling over disjoint windows (the 2x2 downsampling of ResNet
+  critics) runs as strided slices, several times faster than PyTorch's channels-first kernel,
+  with the same values bit for bit.
 
-All are exact: their forward and first derivative are PyTorch's own kernels (a reused input
-gradient is one, times the factor, used only where the factor explains the loss's signal to
-within 64 roundings), and their second derivative is the true one
-(``tests/test_penalty_forward.py`` compares values, input gradients and parameter gradients
-with plain autograd in float64, with gradcheck and gradgradcheck).
+All are exact: their forward and first derivative give PyTorch's values (PyTorch's own kernels,
+or the same sums in the same order; a reused input gradient is one, times the factor, used only
+where the factor explains the loss's signal to within 64 roundings), and their second
+derivative is the true one (``tests/test_penalty_forward.py`` and
+``tests/test_norm_pool_twins.py`` compare values, input gradients and parameter gradients with
+plain autograd in float64, with gradcheck and gradgradcheck).
 
 How it is switched: every penalty takes ``fast=True`` (PyTorch's ``foreach=`` convention);
 ``fast=False`` runs plain autograd. Inside :func:`twins` a ``TorchFunctionMode`` routes
-out-of-place ReLU / leaky ReLU and ``conv1d/2d/3d`` with parameter weights to the twins; every
-other op runs unchanged, so an unknown op is never a problem. If a twin fails on a call it does
+out-of-place ReLU / leaky ReLU, ``conv1d/2d/3d`` with parameter weights, ``group_norm`` and
+``avg_pool2d/3d`` to the twins; every other op runs unchanged, so an unknown op is never a
+problem. If a twin fails on a call it does
 not handle, the call runs as plain PyTorch instead, with a warning (never an error of its own).
 Given the critic, :func:`gradpen.penalty_forward` leaves the twins out for a critic on which a
 first penalty call showed that they cannot pay off (:func:`gradpen.gradients.judge_twins`).
@@ -39,6 +52,8 @@ first penalty call showed that they cannot pay off (:func:`gradpen.gradients.jud
 from __future__ import annotations
 
 import contextlib
+import itertools
+import math
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -49,7 +64,14 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
-__all__ = ["FEW_CHANNELS", "fast_or_plain", "input_only_pass", "twin_kind", "twins"]
+__all__ = [
+    "FEW_CHANNELS",
+    "fast_or_plain",
+    "input_only_pass",
+    "reaches_forward_on_purpose",
+    "twin_kind",
+    "twins",
+]
 
 
 class _PiecewiseLinear(torch.autograd.Function):
@@ -231,7 +253,7 @@ class _Convolution(torch.autograd.Function):
         ctx.save_for_backward(x, weight)
         ctx.geometry = geometry
         ctx.has_bias = bias is not None
-        ctx.input_only = False
+        ctx.input_only = ctx.keeps_pass = False
         ctx.input_only_pass = None
         return geometry.forward(x, weight, bias)
 
@@ -246,7 +268,7 @@ class _Convolution(torch.autograd.Function):
             if not needs_x:
                 return None, None, None, None
             grad_x = _ConvolutionInputGrad.apply(grad, x.detach(), weight, geometry)
-            if x.grad_fn is not None:  # x has a graph: a backward after this may need its grad
+            if ctx.keeps_pass and x.grad_fn is not None:  # a later backward may need this grad
                 ctx.input_only_pass = _InputOnlyPass.keep(grad, grad_x)
             return grad_x, None, None, None
         needs_x = needs_x and _engine_uses(ctx.next_functions[0][0])
@@ -341,6 +363,352 @@ def _scaled_earlier_input_grad(grad: Tensor, earlier: _InputOnlyPass) -> Tensor 
     return earlier.input_grad * scale.view(-1, *[1] * (grad.dim() - 1))
 
 
+class _GroupStatistics(NamedTuple):
+    """A group norm's input as ``(N, G, M)`` rows (``G`` groups of ``M`` values), and their mean
+    and reciprocal std ``(N, G, 1)``."""
+
+    rows: Tensor
+    mean: Tensor
+    rstd: Tensor
+
+    @classmethod
+    def of(cls, x: Tensor, groups: int, eps: float, mean: Tensor, rstd: Tensor) -> _GroupStatistics:
+        """The rows of ``x``; ``mean`` / ``rstd`` ``(N, G)`` as the forward computed them, except in
+        a backward that builds a graph, where they are computed again from ``x`` (so that a
+        derivative through them is exact too)."""
+        rows = x.reshape(x.shape[0], groups, -1)
+        if torch.is_grad_enabled():
+            mean = rows.mean(-1)
+            rstd = torch.rsqrt(rows.var(-1, correction=0) + eps)
+        return cls(rows, mean.unsqueeze(-1), rstd.unsqueeze(-1))
+
+    @property
+    def normalized(self) -> Tensor:
+        """``(x - mean) * rstd``, rows ``(N, G, M)``."""
+        return torch.addcmul(-self.mean * self.rstd, self.rows, self.rstd)
+
+
+def _per_channel(weight: Tensor | None, x: Tensor) -> Tensor | None:
+    """``weight`` ``(C,)`` shaped to broadcast against ``x`` ``(N, C, *)``."""
+    return None if weight is None else weight.view(1, -1, *[1] * (x.dim() - 2))
+
+
+def _native_group_norm_backward(
+    grad: Tensor,
+    x: Tensor,
+    mean: Tensor,
+    rstd: Tensor,
+    weight: Tensor | None,
+    groups: int,
+    mask: tuple[bool, bool, bool],
+) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """PyTorch's group-norm backward kernel, with ``grad`` and ``x`` in one memory format: the
+    kernel reads both in ``x``'s, so a channels-last ``x`` with a contiguous ``grad`` would give
+    wrong values (PyTorch's own autograd formula aligns them too)."""
+    grads = torch.ops.aten.native_group_norm_backward(
+        grad.contiguous(),
+        x.contiguous(),
+        mean,
+        rstd,
+        weight,
+        x.shape[0],
+        x.shape[1],
+        math.prod(x.shape[2:]),
+        groups,
+        list(mask),
+    )
+    return tuple(t if wanted else None for t, wanted in zip(grads, mask, strict=True))
+
+
+class _GroupNormInputGrad(torch.autograd.Function):
+    """A group norm's input gradient ``dx`` for ``grad``, with one fused node as its backward.
+
+    PyTorch differentiates its group-norm backward as a composite of some thirty small
+    operations; this node computes the same three derivatives (in ``grad``, ``x`` and the weight)
+    from a handful of whole-tensor passes. With ``g = weight * grad`` per channel, ``xhat`` the
+    normalized input, ``r`` the reciprocal std and means over a group's ``m`` elements,
+    ``dx = r (g - mean(g) - xhat mean(g xhat))``. For an upstream ``v``:
+    ``p = r (v - mean(v) - xhat mean(v xhat))`` is the derivative in ``g`` (so ``weight * p`` in
+    ``grad`` and ``sum(grad * p)`` per channel in the weight), and the derivative in ``x`` is
+    ``-(r / m) (sum(v dx) xhat + sum(v xhat) dx) - r mean(g xhat) p``.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        grad: Tensor,
+        x: Tensor,
+        weight: Tensor | None,
+        mean: Tensor,
+        rstd: Tensor,
+        groups: int,
+        eps: float,
+    ) -> Tensor:
+        mask = (True, False, False)
+        grad_x = _native_group_norm_backward(grad, x, mean, rstd, weight, groups, mask)[0]
+        ctx.save_for_backward(grad, x, weight, mean, rstd, grad_x)
+        ctx.groups, ctx.eps = groups, eps
+        return grad_x
+
+    @staticmethod
+    def backward(ctx: Any, upstream: Tensor) -> tuple[Tensor | None, ...]:
+        grad, x, weight, mean, rstd, grad_x = ctx.saved_tensors
+        needs_grad, needs_x, needs_weight = ctx.needs_input_grad[:3]
+        stats = _GroupStatistics.of(x, ctx.groups, ctx.eps, mean, rstd)
+        if torch.is_grad_enabled():  # a graph of this backward: dx from differentiable parts
+            grad_x = _group_norm_input_grad(grad, weight, stats)
+        normalized, r = stats.normalized, stats.rstd
+        rows = upstream.reshape(normalized.shape)
+        per_size = -r / rows.shape[-1]  # (N, G, 1): the small factors are formed once
+        v_dot_normalized = torch.linalg.vecdot(rows, normalized).unsqueeze(-1)
+        # the derivative in g: r (v - mean(v)) - r xhat mean(v xhat)
+        in_g = torch.addcmul(per_size * rows.sum(-1, keepdim=True), rows, r)
+        in_g = torch.addcmul(in_g, normalized, per_size * v_dot_normalized)
+        in_g_of_x = in_g.reshape(x.shape)
+        scale = _per_channel(weight, x)
+        grad_of_grad = grad_of_weight = grad_of_x = None
+        if needs_grad:
+            grad_of_grad = in_g_of_x if scale is None else in_g_of_x * scale
+        if needs_weight and weight is not None:
+            grad_of_weight = (grad * in_g_of_x).sum([0, *range(2, x.dim())])
+        if needs_x:
+            g = (grad if scale is None else grad * scale).reshape(normalized.shape)
+            grad_x_rows = grad_x.reshape(normalized.shape)
+            v_dot_grad_x = torch.linalg.vecdot(rows, grad_x_rows).unsqueeze(-1)
+            g_dot_normalized = torch.linalg.vecdot(g, normalized).unsqueeze(-1)
+            grad_of_x = normalized * (per_size * v_dot_grad_x)
+            grad_of_x = torch.addcmul(grad_of_x, grad_x_rows, per_size * v_dot_normalized)
+            grad_of_x = torch.addcmul(grad_of_x, in_g, per_size * g_dot_normalized)
+            grad_of_x = grad_of_x.reshape(x.shape)
+        return grad_of_grad, grad_of_x, grad_of_weight, None, None, None, None
+
+
+def _group_norm_input_grad(grad: Tensor, weight: Tensor | None, stats: _GroupStatistics) -> Tensor:
+    """A group norm's input gradient by differentiable operations: for a backward with a graph."""
+    scale = _per_channel(weight, grad)
+    g = (grad if scale is None else grad * scale).reshape(stats.rows.shape)
+    normalized = stats.normalized
+    centered = g - g.mean(-1, keepdim=True) - normalized * (g * normalized).mean(-1, keepdim=True)
+    return (stats.rstd * centered).reshape(grad.shape)
+
+
+class _GroupNorm(torch.autograd.Function):
+    """``F.group_norm`` whose input gradient, in the input-only pass, is a
+    :class:`_GroupNormInputGrad` (one fused node where PyTorch's double backward has some
+    thirty). Any other backward gets PyTorch's own (differentiable) gradients."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: Tensor, groups: int, weight: Tensor | None, bias: Tensor | None, eps: float
+    ) -> Tensor:
+        batch, channels = x.shape[:2]
+        out, mean, rstd = torch.ops.aten.native_group_norm(
+            x, weight, bias, batch, channels, math.prod(x.shape[2:]), groups, eps
+        )
+        ctx.save_for_backward(x, weight, mean, rstd)
+        ctx.groups, ctx.eps, ctx.has_bias = groups, eps, bias is not None
+        ctx.input_only = False
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        x, weight, mean, rstd = ctx.saved_tensors
+        needs_x, _, needs_weight, needs_bias = ctx.needs_input_grad[:4]
+        needs_weight, needs_bias = needs_weight and weight is not None, needs_bias and ctx.has_bias
+        if ctx.input_only or torch.is_grad_enabled():  # the gradients with a graph
+            grad_x = (
+                _GroupNormInputGrad.apply(grad, x, weight, mean, rstd, ctx.groups, ctx.eps)
+                if needs_x
+                else None
+            )
+            if ctx.input_only:
+                return grad_x, None, None, None, None
+            channels = [0, *range(2, x.dim())]
+            normalized = _GroupStatistics.of(x, ctx.groups, ctx.eps, mean, rstd).normalized
+            grad_weight = (
+                (grad * normalized.reshape(x.shape)).sum(channels) if needs_weight else None
+            )
+            return grad_x, None, grad_weight, grad.sum(channels) if needs_bias else None, None
+        mask = (needs_x, needs_weight, needs_bias)
+        grads = _native_group_norm_backward(grad, x, mean, rstd, weight, ctx.groups, mask)
+        return grads[0], None, grads[1], grads[2], None
+
+
+_GROUP_NORM_ARGUMENTS = ("input", "num_groups", "weight", "bias", "eps")
+
+
+def _group_norm(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Tensor | None:
+    """``F.group_norm(*args, **kwargs)`` as a :class:`_GroupNorm`, or None where it does not apply.
+
+    It applies to float32 / float64 inputs ``(N, C, *)`` outside autocast, with more than one
+    value per group, and a weight and bias that are None or leaves (module parameters) of the
+    input's dtype; anything else runs as PyTorch's own (which also raises PyTorch's errors).
+    """
+    bound = dict(zip(_GROUP_NORM_ARGUMENTS, args, strict=False)) | kwargs
+    x, groups = bound.get("input"), bound.get("num_groups")
+    weight, bias, eps = bound.get("weight"), bound.get("bias"), bound.get("eps", 1e-5)
+    if not (
+        set(bound) <= set(_GROUP_NORM_ARGUMENTS)
+        and isinstance(x, Tensor)
+        and x.dtype in (torch.float32, torch.float64)
+        and x.dim() >= 2
+        and isinstance(groups, int)
+        and groups > 0
+        and x.shape[1] % groups == 0
+        and x[0].numel() // groups > 1
+        and isinstance(eps, (int, float))
+        and all(
+            t is None or (isinstance(t, Tensor) and t.grad_fn is None and t.dtype == x.dtype)
+            for t in (weight, bias)
+        )
+        and not torch.is_autocast_enabled(x.device.type)
+        and torch.is_grad_enabled()
+    ):
+        return None
+    return _GroupNorm.apply(x, groups, weight, bias, float(eps))
+
+
+_AVERAGE_POOLS = {F.avg_pool2d: 2, F.avg_pool3d: 3}
+_POOL_ARGUMENTS = (
+    "input",
+    "kernel_size",
+    "stride",
+    "padding",
+    "ceil_mode",
+    "count_include_pad",
+    "divisor_override",
+)
+
+
+@dataclass(frozen=True)
+class _PoolGeometry:
+    """The arguments of one N-d average pooling call after the input (PyTorch's own forms)."""
+
+    dims: int
+    arguments: tuple[
+        Any, ...
+    ]  # kernel_size, stride, padding, ceil_mode, count_include_pad, divisor
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self._by_slices(x):
+            windows = self._windows(x)
+            total = windows[0]
+            for window in windows[1:]:
+                total = total + window
+            return total / self._divisor()
+        return (F.avg_pool2d, F.avg_pool3d)[self.dims - 2](x, *self.arguments)
+
+    def input_grad(self, grad: Tensor, shape_of: Tensor) -> Tensor:
+        if self._by_slices(shape_of):
+            kernel = self._kernel()
+            covered = all(n % k == 0 for n, k in zip(shape_of.shape[2:], kernel, strict=True))
+            out = (torch.empty_like if covered else torch.zeros_like)(
+                shape_of, memory_format=torch.contiguous_format
+            )
+            share = grad / self._divisor()
+            for window in self._windows(out):
+                window.copy_(share)
+            return out
+        backward = (torch.ops.aten.avg_pool2d_backward, torch.ops.aten.avg_pool3d_backward)
+        return backward[self.dims - 2](grad, shape_of, *self.arguments)
+
+    def _kernel(self) -> tuple[int, ...] | None:
+        return _as_tuple(self.arguments[0], self.dims)
+
+    def _divisor(self) -> int:
+        override = self.arguments[5]
+        return override if override is not None else math.prod(self._kernel() or ())
+
+    def _by_slices(self, x: Tensor) -> bool:
+        """Whether the pooling is over disjoint windows of a contiguous CPU tensor, which its
+        strided slices compute several times faster than PyTorch's channels-first kernel (for
+        2x2 windows, forward 3.8x and input gradient 6x, ``benchmarks/fast_path_parts.py``
+        measures the step), with the same values: each window summed in PyTorch's order."""
+        kernel, (_, stride, padding, ceil_mode, _, _) = self._kernel(), self.arguments
+        return (
+            x.device.type == "cpu"
+            and x.dtype in (torch.float32, torch.float64)
+            and x.is_contiguous()
+            and kernel is not None
+            and (stride in ([], ()) or _as_tuple(stride, self.dims) == kernel)
+            and _as_tuple(padding, self.dims) == (0,) * self.dims
+            and not ceil_mode
+        )
+
+    def _windows(self, x: Tensor) -> list[Tensor]:
+        """The strided views of ``x`` that hold each window's elements, in PyTorch's summation
+        order (row-major within a window), cropped to whole windows."""
+        kernel = self._kernel() or ()
+        sizes = [n // k * k for n, k in zip(x.shape[2:], kernel, strict=True)]
+        return [
+            x[(..., *(slice(o, n, k) for o, n, k in zip(offset, sizes, kernel, strict=True)))]
+            for offset in itertools.product(*(range(k) for k in kernel))
+        ]
+
+
+class _AveragePoolInputGrad(torch.autograd.Function):
+    """Average pooling's input gradient: linear in ``grad`` and independent of the input.
+
+    Its backward is the pooling itself (the adjoint of the adjoint), and it has no edge to the
+    input: PyTorch's own records the input's (zero) derivative, so a double backward through it
+    pushes zeros back through the forward graph. ``shape_of`` only carries the input's shape.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, grad: Tensor, shape_of: Tensor, geometry: _PoolGeometry) -> Tensor:
+        ctx.geometry = geometry
+        return geometry.input_grad(grad, shape_of)
+
+    @staticmethod
+    def backward(ctx: Any, upstream: Tensor) -> tuple[Tensor, None, None]:
+        return ctx.geometry.forward(upstream), None, None
+
+
+class _AveragePool(torch.autograd.Function):
+    """Average pooling whose input gradient, taken with a graph, is an
+    :class:`_AveragePoolInputGrad` (its PyTorch kernel or, where it applies, strided slices)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, geometry: _PoolGeometry) -> Tensor:
+        ctx.save_for_backward(x)
+        ctx.geometry = geometry
+        return geometry.forward(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        (x,) = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            return _AveragePoolInputGrad.apply(grad, x.detach(), ctx.geometry), None
+        return ctx.geometry.input_grad(grad, x), None
+
+
+def _average_pool(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Tensor | None:
+    """``func(*args, **kwargs)`` (2-d / 3-d average pooling) as an :class:`_AveragePool`, or None
+    where it does not apply (anything but a batched floating-point input)."""
+    dims = _AVERAGE_POOLS[func]
+    bound = dict(zip(_POOL_ARGUMENTS, args, strict=False)) | kwargs
+    x = bound.get("input")
+    if not (
+        set(bound) <= set(_POOL_ARGUMENTS)
+        and "kernel_size" in bound
+        and isinstance(x, Tensor)
+        and x.is_floating_point()
+        and x.dim() == dims + 2
+        and torch.is_grad_enabled()
+    ):
+        return None
+    stride = bound.get("stride")
+    arguments = (
+        bound["kernel_size"],
+        [] if stride is None else stride,
+        bound.get("padding", 0),
+        bound.get("ceil_mode", False),
+        bound.get("count_include_pad", True),
+        bound.get("divisor_override"),
+    )
+    return _AveragePool.apply(x, _PoolGeometry(dims, arguments))
+
+
 def _as_tuple(value: Any, dims: int) -> tuple[int, ...] | None:
     if isinstance(value, int):
         return (value,) * dims
@@ -432,6 +800,10 @@ def _twin(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
             return lambda: _PiecewiseLinear.apply(args[0], float(slope))
     if func in _CONVOLUTIONS:
         return lambda: _convolution(func, args, kwargs)
+    if func is F.group_norm:
+        return lambda: _group_norm(args, kwargs)
+    if func in _AVERAGE_POOLS:
+        return lambda: _average_pool(func, args, kwargs)
     return None
 
 
@@ -470,31 +842,52 @@ def twins(enabled: bool = True) -> contextlib.AbstractContextManager[Any]:
     return _PenaltyForward() if enabled else contextlib.nullcontext()
 
 
+# The twins whose backward knows the input-only pass.
+_INPUT_ONLY_NODES = (_Convolution._backward_cls, _GroupNorm._backward_cls)
+
+
 @contextlib.contextmanager
-def input_only_pass(nodes: Iterable[Any]) -> Iterator[None]:
+def input_only_pass(nodes: Iterable[Any], *, reused_forward: bool = False) -> Iterator[None]:
     """The backward inside the block asks only for the input gradient (of the given graph nodes).
 
-    The :class:`_Convolution` nodes among ``nodes`` then return their input gradient as a
-    :class:`_ConvolutionInputGrad` (cheap double backward); they are reset on the way out, so a
-    later backward through the same nodes (the training loss's) gets PyTorch's own gradients.
+    The :class:`_Convolution` and :class:`_GroupNorm` nodes among ``nodes`` then return their
+    input gradient as a :class:`_ConvolutionInputGrad` / :class:`_GroupNormInputGrad` (cheap
+    double backward); they are reset on the way out, so a later backward through the same nodes
+    (the training loss's) gets PyTorch's own gradients.
 
     Args:
         nodes: the autograd nodes of the scores' graph (any iterable; others are ignored).
+        reused_forward: the forward is also the training loss's (forward reuse), so the loss's
+            backward may reuse the pass's input gradients: inner convolutions keep them
+            (:func:`_scaled_earlier_input_grad`). A penalty's own forward feeds only the penalty,
+            and keeps nothing.
     """
-    convolutions = [node for node in nodes if isinstance(node, _Convolution._backward_cls)]
-    for node in convolutions:
+    twinned = [node for node in nodes if isinstance(node, _INPUT_ONLY_NODES)]
+    for node in twinned:
         node.input_only = True
+        node.keeps_pass = reused_forward
     try:
         yield
     finally:
-        for node in convolutions:
-            node.input_only = False
+        for node in twinned:
+            node.input_only = node.keeps_pass = False
+
+
+def reaches_forward_on_purpose(node: Any) -> bool:
+    """Whether ``node`` is a twin's input-gradient node that depends on the forward's activations
+    by design (a group norm's: its exact second derivative needs them)."""
+    return isinstance(node, _GroupNormInputGrad._backward_cls)
 
 
 def twin_kind(node: Any) -> str | None:
-    """``"conv"``, ``"ReLU"`` or ``"leaky ReLU"`` for an autograd node of a twin, else None."""
+    """``"conv"``, ``"group norm"``, ``"average pool"``, ``"ReLU"`` or ``"leaky ReLU"`` for a
+    twin's autograd node, else None."""
     if isinstance(node, _Convolution._backward_cls):
         return "conv"
+    if isinstance(node, _GroupNorm._backward_cls):
+        return "group norm"
+    if isinstance(node, _AveragePool._backward_cls):
+        return "average pool"
     if isinstance(node, _PiecewiseLinear._backward_cls):
         return "ReLU" if node.slope == 0 else "leaky ReLU"
     return None

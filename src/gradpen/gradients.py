@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import weakref
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -103,9 +103,27 @@ def _eager_graph_nodes(scores: Tensor) -> list[Any]:
     return nodes
 
 
-# Per critic: whether the fast path's twins pay off (see :func:`judge_twins`). A critic that
-# is garbage-collected leaves; one that cannot be weakly referenced always gets the twins.
-_TWINS_PAY: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+class _Verdict(NamedTuple):
+    """What a first penalty call through the twins showed about a critic (see
+    :func:`judge_twins`): whether the twins pay off on it, and whether the loss's backward can
+    reuse the input-gradient pass of a reused forward (only where the penalty's double backward
+    stays off the forward graph)."""
+
+    twins: bool
+    input_grad_reuse: bool
+
+
+# Per critic, its verdict. A critic that is garbage-collected leaves; one that cannot be weakly
+# referenced always gets the twins.
+_VERDICTS: weakref.WeakKeyDictionary[Any, _Verdict] = weakref.WeakKeyDictionary()
+_UNJUDGED = _Verdict(twins=True, input_grad_reuse=True)
+
+
+def _verdict(critic: Critic | None) -> _Verdict:
+    try:
+        return _VERDICTS.get(critic, _UNJUDGED)
+    except TypeError:  # not weakly referenceable (None included)
+        return _UNJUDGED
 
 
 def twins_pay(critic: Critic | None) -> bool:
@@ -115,10 +133,15 @@ def twins_pay(critic: Critic | None) -> bool:
     this critic (see :func:`judge_twins`); from then on its penalty forward runs as plain
     autograd, exactly as with ``fast=False``.
     """
-    try:
-        return _TWINS_PAY.get(critic, True)
-    except TypeError:  # not weakly referenceable (None included)
-        return True
+    return _verdict(critic).twins
+
+
+def input_grad_reuse_pays(critic: Critic | None) -> bool:
+    """Whether a reused forward of ``critic`` keeps its input-gradient pass for the loss's
+    backward (:func:`gradpen.fastpath.input_only_pass`): True until a first penalty call has
+    shown that the penalty's double backward reaches the critic's forward graph (a group norm),
+    where the loss's signal is no multiple of the pass's and the kept pass only costs."""
+    return _verdict(critic).input_grad_reuse
 
 
 def _input_path(scores: Tensor, x: Tensor) -> set[Any]:
@@ -148,15 +171,19 @@ def _input_path(scores: Tensor, x: Tensor) -> set[Any]:
 def judge_twins(
     critic: Critic | None, scores: Tensor, x: Tensor, grad: Tensor, *, surely_twinned: bool = True
 ) -> None:
-    """Record, once per critic, whether the twins keep the double backward off its forward graph.
+    """Record, once per critic, whether the twins pay off on it, and whether a reused forward's
+    input-gradient pass can serve the loss's backward (:func:`input_grad_reuse_pays`).
 
-    The twins save their cost by cutting the input gradient's graph loose from the critic's
-    forward graph (a ReLU's mask and a convolution's input gradient do not depend on the
-    activations), so the training backward never walks the forward graph a second time. Where
-    some other operation (a normalization layer, a smooth activation, attention) makes the
-    input gradient depend on the activations anyway, that walk happens regardless and the twins
-    only add their own overhead (``benchmarks/fast_path_parts.py`` measures both). Such a
-    critic is recorded, and :func:`twins_pay` then sends it through plain autograd.
+    The twins save their cost in the double backward: a ReLU's mask and a convolution's input
+    gradient do not depend on the activations, so the input gradient's graph holds cheap nodes
+    and, on a critic made of such layers, never reaches back into the forward graph. A group
+    norm's input gradient does depend on its input, and its twin reaches back on purpose, through
+    one fused node (:class:`gradpen.fastpath._GroupNormInputGrad`) where PyTorch has some thirty.
+    Where another operation (a smooth activation, attention, a layer norm) makes the input
+    gradient depend on the activations, the double backward walks the forward graph through
+    PyTorch's own nodes regardless, and the twins only add their overhead
+    (``benchmarks/fast_path_parts.py`` measures both). Such a critic is recorded, and
+    :func:`twins_pay` then sends it through plain autograd.
 
     Args:
         critic: the critic whose penalty forward ran through the twins.
@@ -171,12 +198,23 @@ def judge_twins(
         weakref.ref(critic)
     except TypeError:  # None, or a critic that cannot be weakly referenced: never recorded
         return
-    if critic in _TWINS_PAY:
+    if critic in _VERDICTS:
         return
     forward = _input_path(scores, x)
     if not surely_twinned and not any(fastpath.twin_kind(node) for node in forward):
         return
-    _TWINS_PAY[critic] = not any(node in forward for node in graph_nodes(grad))
+    backward = [node for node in graph_nodes(grad) if node not in forward]
+    _VERDICTS[critic] = _Verdict(
+        twins=not any(
+            next_node in forward
+            for node in backward
+            if not fastpath.reaches_forward_on_purpose(node)
+            for next_node, _ in node.next_functions
+        ),
+        input_grad_reuse=not any(
+            next_node in forward for node in backward for next_node, _ in node.next_functions
+        ),
+    )
 
 
 @contextlib.contextmanager
@@ -277,6 +315,14 @@ def gradient_of_scores(
     Returns:
         The gradient, shape of ``x``, with ``create_graph=True``.
     """
+    return _gradient_of_scores(scores, x, scaler, fast, reused_forward=True)
+
+
+def _gradient_of_scores(
+    scores: Tensor, x: Tensor, scaler: Any, fast: bool, *, reused_forward: bool
+) -> Tensor:
+    """:func:`gradient_of_scores`; ``reused_forward``: the scores are also the training loss's
+    (see :func:`gradpen.fastpath.input_only_pass`)."""
     if not x.requires_grad:
         raise ValueError("x must require grad and be the input that produced the scores")
     if not scores.requires_grad:
@@ -294,7 +340,7 @@ def gradient_of_scores(
         return torch.autograd.grad(total, x, create_graph=True, allow_unused=True)[0]
 
     def input_only() -> Tensor | None:
-        with fastpath.input_only_pass(nodes):
+        with fastpath.input_only_pass(nodes, reused_forward=reused_forward):
             return plain()
 
     grad = fastpath.fast_or_plain(input_only, plain, "the input gradient") if fast else plain()
@@ -349,7 +395,7 @@ def input_gradient(
     x = x.detach().requires_grad_(True)
     with penalty_forward(fast, critic=critic):
         scores = outputs.critic_scores(critic, x, cond, reduce)
-    grad = gradient_of_scores(scores, x, scaler=scaler, fast=fast)
+    grad = _gradient_of_scores(scores, x, scaler, fast, reused_forward=False)
     if fast:
         judge_twins(critic, scores, x, grad)
     return grad
