@@ -36,12 +36,13 @@ def test_group_norm_input_grad_node_passes_gradcheck_and_gradgradcheck(groups):
     assert torch.autograd.gradgradcheck(function, args)
 
 
-def test_group_norm_input_grad_node_equals_pytorchs_double_backward():
+@pytest.mark.parametrize("shape", [(3, 6, 4, 5), (5, 6)])
+def test_group_norm_input_grad_node_equals_pytorchs_double_backward(shape):
     """The fused backward against PyTorch's composite one (an independent formula)."""
     torch.manual_seed(1)
-    grad, x = (torch.randn(3, 6, 4, 5, dtype=torch.float64, requires_grad=True) for _ in "gx")
+    grad, x = (torch.randn(shape, dtype=torch.float64, requires_grad=True) for _ in "gx")
     weight = torch.randn(6, dtype=torch.float64, requires_grad=True)
-    upstream = torch.randn(3, 6, 4, 5, dtype=torch.float64)
+    upstream = torch.randn(shape, dtype=torch.float64)
 
     def plain(grad, x, weight):
         return torch.autograd.grad(F.group_norm(x, 3, weight), x, grad, create_graph=True)[0]

@@ -470,17 +470,25 @@ class _GroupNormInputGrad(torch.autograd.Function):
         if needs_grad:
             grad_of_grad = in_g_of_x if scale is None else in_g_of_x * scale
         if needs_weight and weight is not None:
-            grad_of_weight = (grad * in_g_of_x).sum([0, *range(2, x.dim())])
+            grad_of_weight = _channel_dots(grad, in_g_of_x).sum(0)
         if needs_x:
-            g = (grad if scale is None else grad * scale).reshape(normalized.shape)
+            # sum(g xhat) per group, g = weight * grad: per-channel dots, weighted, then summed
+            g_dot_normalized = _channel_dots(grad, normalized.reshape(x.shape))
+            if weight is not None:
+                g_dot_normalized = g_dot_normalized * weight
+            g_dot_normalized = g_dot_normalized.view(*normalized.shape[:2], -1).sum(-1, True)
             grad_x_rows = grad_x.reshape(normalized.shape)
             v_dot_grad_x = torch.linalg.vecdot(rows, grad_x_rows).unsqueeze(-1)
-            g_dot_normalized = torch.linalg.vecdot(g, normalized).unsqueeze(-1)
             grad_of_x = normalized * (per_size * v_dot_grad_x)
             grad_of_x = torch.addcmul(grad_of_x, grad_x_rows, per_size * v_dot_normalized)
             grad_of_x = torch.addcmul(grad_of_x, in_g, per_size * g_dot_normalized)
             grad_of_x = grad_of_x.reshape(x.shape)
         return grad_of_grad, grad_of_x, grad_of_weight, None, None, None, None
+
+
+def _channel_dots(a: Tensor, b: Tensor) -> Tensor:
+    """``sum(a * b)`` over every dim but the batch and channel ones, ``(N, C)``."""
+    return torch.linalg.vecdot(a.reshape(*a.shape[:2], -1), b.reshape(*b.shape[:2], -1))
 
 
 def _group_norm_input_grad(grad: Tensor, weight: Tensor | None, stats: _GroupStatistics) -> Tensor:

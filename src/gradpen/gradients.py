@@ -228,11 +228,11 @@ def penalty_forward(fast: bool = True, *, critic: Critic | None = None) -> Itera
       double backward, and the math kernel computes the same attention;
     - on CUDA, a ``critic`` with recurrent layers (``nn.RNN``, ``nn.LSTM``, ``nn.GRU``) runs
       them with cuDNN disabled (cuDNN's RNN has no double backward);
-    - with ``fast=True``, ReLU / leaky ReLU and convolutions run as the exact twins of
-      :mod:`gradpen.fastpath` (cheaper double backward, same values and gradients), unless a
-      ``critic`` is given that an earlier penalty found them not to pay off on (a critic whose
-      input gradient depends on its activations anyway, e.g. through a normalization layer:
-      see :func:`twins_pay`).
+    - with ``fast=True``, ReLU / leaky ReLU, convolutions, group norm and average pooling run
+      as the exact twins of :mod:`gradpen.fastpath` (cheaper double backward, same values and
+      gradients), unless a ``critic`` is given that an earlier penalty found them not to pay
+      off on (a critic whose input gradient depends on its activations through an op without a
+      twin, e.g. a layer norm or attention: see :func:`twins_pay`).
 
     The penalties use it for their own forward. Use it around the loss's forward on ``real``
     when its scores feed ``r1(..., scores=)``, and then ``loss.backward(inputs=params)``: the
