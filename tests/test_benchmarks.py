@@ -152,7 +152,10 @@ def test_anatomy_tells_a_convolutions_backward_passes_apart() -> None:
     assert len(keys) == 2
 
 
-def test_anatomy_reports_finite_ratios_above_one_for_a_penalty() -> None:
+def test_anatomy_reports_finite_ratios_and_prices_the_extra_work_above_one() -> None:
     result = anatomy.anatomy("mlp", "gradpen wgan-gp", repeats=1)
-    assert result["measured"] > 1 and result["at_plain_speed"] > 1
+    # measured is one timed round of each (it fell below 1 once on a busy machine); priced at
+    # the plain step's speed, the penalized step's extra calls always add time
+    assert math.isfinite(result["measured"]) and result["measured"] > 0
+    assert result["at_plain_speed"] > 1
     assert all(calls > 0 for calls, _ in result["penalized"].values())

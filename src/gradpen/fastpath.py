@@ -69,6 +69,7 @@ __all__ = [
     "fast_or_plain",
     "input_only_pass",
     "reaches_forward_on_purpose",
+    "release_input_only_passes",
     "twin_kind",
     "twins",
 ]
@@ -393,6 +394,17 @@ def _per_channel(weight: Tensor | None, x: Tensor) -> Tensor | None:
     return None if weight is None else weight.view(1, -1, *[1] * (x.dim() - 2))
 
 
+def _group_norm_layout(x: Tensor) -> torch.memory_format:
+    """The memory format PyTorch's group-norm kernels take ``x`` in: channels-last where ``x``
+    is so on CPU (the kernels have a channels-last version there), else contiguous (as
+    ``torch.group_norm`` makes a strided input before the kernel, and CUDA's kernel needs)."""
+    if x.device.type == "cpu" and not x.is_contiguous():
+        for layout, dims in ((torch.channels_last, 4), (torch.channels_last_3d, 5)):
+            if x.dim() == dims and x.is_contiguous(memory_format=layout):
+                return layout
+    return torch.contiguous_format
+
+
 def _native_group_norm_backward(
     grad: Tensor,
     x: Tensor,
@@ -405,9 +417,10 @@ def _native_group_norm_backward(
     """PyTorch's group-norm backward kernel, with ``grad`` and ``x`` in one memory format: the
     kernel reads both in ``x``'s, so a channels-last ``x`` with a contiguous ``grad`` would give
     wrong values (PyTorch's own autograd formula aligns them too)."""
+    layout = _group_norm_layout(x)
     grads = torch.ops.aten.native_group_norm_backward(
-        grad.contiguous(),
-        x.contiguous(),
+        grad.contiguous(memory_format=layout),
+        x.contiguous(memory_format=layout),
         mean,
         rstd,
         weight,
@@ -511,7 +524,14 @@ class _GroupNorm(torch.autograd.Function):
     ) -> Tensor:
         batch, channels = x.shape[:2]
         out, mean, rstd = torch.ops.aten.native_group_norm(
-            x, weight, bias, batch, channels, math.prod(x.shape[2:]), groups, eps
+            x.contiguous(memory_format=_group_norm_layout(x)),
+            weight,
+            bias,
+            batch,
+            channels,
+            math.prod(x.shape[2:]),
+            groups,
+            eps,
         )
         ctx.save_for_backward(x, weight, mean, rstd)
         ctx.groups, ctx.eps, ctx.has_bias = groups, eps, bias is not None
@@ -563,7 +583,8 @@ def _group_norm(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Tensor | None:
         and isinstance(groups, int)
         and groups > 0
         and x.shape[1] % groups == 0
-        and x[0].numel() // groups > 1
+        and x.numel() > 0
+        and math.prod(x.shape[1:]) // groups > 1
         and isinstance(eps, (int, float))
         and all(
             t is None or (isinstance(t, Tensor) and t.grad_fn is None and t.dtype == x.dtype)
@@ -628,19 +649,23 @@ class _PoolGeometry:
         return override if override is not None else math.prod(self._kernel() or ())
 
     def _by_slices(self, x: Tensor) -> bool:
-        """Whether the pooling is over disjoint windows of a contiguous CPU tensor, which its
-        strided slices compute several times faster than PyTorch's channels-first kernel (for
-        2x2 windows, forward 3.8x and input gradient 6x, ``benchmarks/fast_path_parts.py``
-        measures the step), with the same values: each window summed in PyTorch's order."""
-        kernel, (_, stride, padding, ceil_mode, _, _) = self._kernel(), self.arguments
+        """Whether the pooling is over disjoint windows that fit a contiguous float32 / float64
+        CPU tensor, which its strided slices compute several times faster than PyTorch's
+        channels-first kernel (``benchmarks/fast_path_parts.py`` measures the step's
+        difference), with the same values: each window summed in PyTorch's order (only the
+        sign of an all-zero window's sum can differ: PyTorch starts its sums from +0)."""
+        kernel, (_, stride, padding, ceil_mode, _, divisor) = self._kernel(), self.arguments
         return (
             x.device.type == "cpu"
             and x.dtype in (torch.float32, torch.float64)
             and x.is_contiguous()
+            and x.dim() == self.dims + 2
             and kernel is not None
+            and all(0 < k <= n for k, n in zip(kernel, x.shape[2:], strict=True))
             and (stride in ([], ()) or _as_tuple(stride, self.dims) == kernel)
             and _as_tuple(padding, self.dims) == (0,) * self.dims
             and not ceil_mode
+            and divisor != 0  # PyTorch refuses a zero divisor: its kernel raises the error
         )
 
     def _windows(self, x: Tensor) -> list[Tensor]:
@@ -779,10 +804,12 @@ def _convolution(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Te
 
 
 class _PenaltyForward(TorchFunctionMode):
-    """Routes a critic's ReLU / leaky ReLU and convolutions through gradpen's exact twins.
+    """Routes a critic's ReLU / leaky ReLU, convolutions, group norms and average pooling
+    through gradpen's exact twins.
 
     Out-of-place ReLU / leaky ReLU become :class:`_PiecewiseLinear`; ``conv1d/2d/3d`` with
-    parameter weights become :class:`_Convolution`. In-place calls and every other function run
+    parameter weights become :class:`_Convolution`; ``group_norm`` :class:`_GroupNorm` and
+    ``avg_pool2d/3d`` :class:`_AveragePool`. In-place calls and every other function run
     unchanged (their result is still exact; they just do not get the shortcut).
     """
 
@@ -836,7 +863,8 @@ def fast_or_plain(fast: Any, plain: Any, what: Any) -> Any:
 
 
 def twins(enabled: bool = True) -> contextlib.AbstractContextManager[Any]:
-    """Inside it, ReLU / leaky ReLU and convolutions run as the exact twins (if ``enabled``).
+    """Inside it, ReLU / leaky ReLU, convolutions, group norms and average pooling run as the
+    exact twins (if ``enabled``).
 
     Use it through :func:`gradpen.penalty_forward`, which also picks kernels that can be
     differentiated twice.
@@ -879,6 +907,20 @@ def input_only_pass(nodes: Iterable[Any], *, reused_forward: bool = False) -> It
     finally:
         for node in twinned:
             node.input_only = node.keeps_pass = False
+
+
+def release_input_only_passes(nodes: Iterable[Any]) -> None:
+    """Drop the input-only passes that the convolution nodes among ``nodes`` keep.
+
+    :func:`gradpen.gradients.gradient_of_scores` passes the nodes of the input gradient's graph:
+    a convolution of the forward graph is among them where the penalty's double backward
+    reaches it (below a group norm). The loss's signal there is no multiple of the pass's, so
+    the kept pass could only cost a check; convolutions the double backward does not reach keep
+    theirs.
+    """
+    for node in nodes:
+        if isinstance(node, _Convolution._backward_cls):
+            node.input_only_pass = None
 
 
 def reaches_forward_on_purpose(node: Any) -> bool:

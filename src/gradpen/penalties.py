@@ -28,11 +28,10 @@ from torch import Tensor
 
 from gradpen import outputs
 from gradpen.gradients import (
-    _gradient_of_scores,
     check_batch,
     check_no_batchnorm,
     eager_original,
-    input_grad_reuse_pays,
+    gradient_of_scores,
     input_gradient,
     judge_twins,
 )
@@ -272,8 +271,7 @@ def gradient_at(critic: Critic, x: Tensor, scores: Any = None, **how: Any) -> Te
         check_no_batchnorm(critic)
     per_sample = outputs.scores(scores, x.shape[0], how.get("reduce", "sum"))
     fast = how.get("fast", True)
-    reused = input_grad_reuse_pays(critic)
-    grad = _gradient_of_scores(per_sample, x, how.get("scaler"), fast, reused_forward=reused)
+    grad = gradient_of_scores(per_sample, x, scaler=how.get("scaler"), fast=fast)
     if fast:
         judge_twins(critic, per_sample, x, grad, surely_twinned=False)
     return grad
