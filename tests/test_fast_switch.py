@@ -175,10 +175,10 @@ def test_a_reused_forward_run_without_the_twins_does_not_judge_them(monkeypatch)
     critic = conv_critic().double()
     x = torch.randn(4, 1, 8, 8, dtype=torch.float64, requires_grad=True)
     gp.r1(critic, x, scores=critic(x))  # the loss's forward, reused, outside the context
-    assert calls == [] and critic not in gp.gradients._TWINS_PAY
+    assert calls == [] and critic not in gp.gradients._VERDICTS
     gp.r1(critic, x.detach())
     assert set(calls) == {"_PiecewiseLinear", "_Convolution"} and gp.gradients.twins_pay(critic)
-    assert gp.gradients._TWINS_PAY[critic] is True
+    assert gp.gradients._VERDICTS[critic] == (True, True)
 
 
 def test_input_path_holds_the_nodes_between_x_and_the_scores_only():

@@ -191,16 +191,19 @@ def test_only_a_reused_forward_keeps_the_input_only_pass(monkeypatch):
     assert len(kept) == 1  # the second convolution's (the first one's input is the leaf)
 
 
-def test_only_convolutions_the_penalty_does_not_reach_reuse_the_pass(monkeypatch):
+def test_a_group_norm_critic_stops_keeping_the_pass_after_its_first_call(monkeypatch):
     """Below a group norm the penalty's double backward reaches the forward graph, so the loss's
-    signal there is no multiple of the pass's: that convolution's pass is released right after
-    the pass (never checked); the one above the norm reuses its pass. Gradients as plain."""
+    signal there is no multiple of the pass's. On the first call both inner convolutions keep
+    their pass: the one below the norm fails its check, the one above reuses. The verdict then
+    keeps no pass on this critic (the twins stay on); the gradients equal plain autograd's."""
+    kept: list[object] = []
     checked: list[bool] = []
-    original = fastpath._scaled_earlier_input_grad
+    keep, check = fastpath._InputOnlyPass.keep, fastpath._scaled_earlier_input_grad
+    monkeypatch.setattr(fastpath._InputOnlyPass, "keep", lambda *a: kept.append(a) or keep(*a))
     monkeypatch.setattr(
         fastpath,
         "_scaled_earlier_input_grad",
-        lambda *a: checked.append(result := original(*a)) or result,
+        lambda *a: checked.append((result := check(*a)) is not None) or result,
     )
     torch.manual_seed(0)
     critic = nn.Sequential(
@@ -208,19 +211,23 @@ def test_only_convolutions_the_penalty_does_not_reach_reuse_the_pass(monkeypatch
         nn.Conv2d(3, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 4 * 4, 1),
     ).double()  # fmt: skip
     real = torch.randn(4, 1, 10, 10, dtype=torch.float64)
-    results = []
-    for fast in (True, False):
+
+    def gradients(fast: bool) -> tuple[torch.Tensor | None, ...]:
         x = real.clone().requires_grad_(True)
         with gp.penalty_forward(fast, critic=critic):
             scores = critic(x)
         loss = F.softplus(-scores).mean() + 5.0 * gp.r1(critic, x, scores=scores, fast=fast).mean()
-        results.append(torch.autograd.grad(loss, list(critic.parameters()), allow_unused=True))
-    assert len(checked) == 1 and checked[0] is not None  # the top convolution's, reused
-    for got, expected in zip(*results, strict=True):
-        if expected is None:
-            assert got is None
-        else:
-            torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+        return torch.autograd.grad(loss, list(critic.parameters()), allow_unused=True)
+
+    expected = gradients(False)
+    for round_index in range(2):
+        kept.clear()
+        checked.clear()
+        got = gradients(True)
+        assert (len(kept), sorted(checked)) == ((2, [False, True]) if round_index == 0 else (0, []))
+        for grad, expected_grad in zip(got, expected, strict=True):
+            torch.testing.assert_close(grad, expected_grad, rtol=1e-10, atol=1e-12)
+    assert gp.gradients.twins_pay(critic) and not gp.gradients.input_grad_reuse_pays(critic)
 
 
 @pytest.mark.parametrize(

@@ -69,7 +69,6 @@ __all__ = [
     "fast_or_plain",
     "input_only_pass",
     "reaches_forward_on_purpose",
-    "release_input_only_passes",
     "twin_kind",
     "twins",
 ]
@@ -907,20 +906,6 @@ def input_only_pass(nodes: Iterable[Any], *, reused_forward: bool = False) -> It
     finally:
         for node in twinned:
             node.input_only = node.keeps_pass = False
-
-
-def release_input_only_passes(nodes: Iterable[Any]) -> None:
-    """Drop the input-only passes that the convolution nodes among ``nodes`` keep.
-
-    :func:`gradpen.gradients.gradient_of_scores` passes the nodes of the input gradient's graph:
-    a convolution of the forward graph is among them where the penalty's double backward
-    reaches it (below a group norm). The loss's signal there is no multiple of the pass's, so
-    the kept pass could only cost a check; convolutions the double backward does not reach keep
-    theirs.
-    """
-    for node in nodes:
-        if isinstance(node, _Convolution._backward_cls):
-            node.input_only_pass = None
 
 
 def reaches_forward_on_purpose(node: Any) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import weakref
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -103,9 +103,27 @@ def _eager_graph_nodes(scores: Tensor) -> list[Any]:
     return nodes
 
 
-# Per critic: whether the fast path's twins pay off (see :func:`judge_twins`). A critic that
-# is garbage-collected leaves; one that cannot be weakly referenced always gets the twins.
-_TWINS_PAY: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+class _Verdict(NamedTuple):
+    """What a first penalty call through the twins showed about a critic (see
+    :func:`judge_twins`): whether the twins pay off on it, and whether the loss's backward can
+    reuse the input-gradient pass of a reused forward (only where the penalty's double backward
+    stays off the forward graph)."""
+
+    twins: bool
+    input_grad_reuse: bool
+
+
+# Per critic, its verdict. A critic that is garbage-collected leaves; one that cannot be weakly
+# referenced always gets the twins.
+_VERDICTS: weakref.WeakKeyDictionary[Any, _Verdict] = weakref.WeakKeyDictionary()
+_UNJUDGED = _Verdict(twins=True, input_grad_reuse=True)
+
+
+def _verdict(critic: Critic | None) -> _Verdict:
+    try:
+        return _VERDICTS.get(critic, _UNJUDGED)
+    except TypeError:  # not weakly referenceable (None included)
+        return _UNJUDGED
 
 
 def twins_pay(critic: Critic | None) -> bool:
@@ -115,10 +133,15 @@ def twins_pay(critic: Critic | None) -> bool:
     this critic (see :func:`judge_twins`); from then on its penalty forward runs as plain
     autograd, exactly as with ``fast=False``.
     """
-    try:
-        return _TWINS_PAY.get(critic, True)
-    except TypeError:  # not weakly referenceable (None included)
-        return True
+    return _verdict(critic).twins
+
+
+def input_grad_reuse_pays(critic: Critic | None) -> bool:
+    """Whether a reused forward of ``critic`` keeps its input-gradient pass for the loss's
+    backward (:func:`gradpen.fastpath.input_only_pass`): True until a first penalty call has
+    shown that the penalty's double backward reaches the critic's forward graph (a group norm),
+    where the loss's signal is no multiple of the pass's and the kept pass only costs."""
+    return _verdict(critic).input_grad_reuse
 
 
 def _input_path(scores: Tensor, x: Tensor) -> set[Any]:
@@ -148,7 +171,8 @@ def _input_path(scores: Tensor, x: Tensor) -> set[Any]:
 def judge_twins(
     critic: Critic | None, scores: Tensor, x: Tensor, grad: Tensor, *, surely_twinned: bool = True
 ) -> None:
-    """Record, once per critic, whether the twins pay off on it.
+    """Record, once per critic, whether the twins pay off on it, and whether a reused forward's
+    input-gradient pass can serve the loss's backward (:func:`input_grad_reuse_pays`).
 
     The twins save their cost in the double backward: a ReLU's mask and a convolution's input
     gradient do not depend on the activations, so the input gradient's graph holds cheap nodes
@@ -174,16 +198,22 @@ def judge_twins(
         weakref.ref(critic)
     except TypeError:  # None, or a critic that cannot be weakly referenced: never recorded
         return
-    if critic in _TWINS_PAY:
+    if critic in _VERDICTS:
         return
     forward = _input_path(scores, x)
     if not surely_twinned and not any(fastpath.twin_kind(node) for node in forward):
         return
-    _TWINS_PAY[critic] = not any(
-        next_node in forward
-        for node in graph_nodes(grad)
-        if node not in forward and not fastpath.reaches_forward_on_purpose(node)
-        for next_node, _ in node.next_functions
+    backward = [node for node in graph_nodes(grad) if node not in forward]
+    _VERDICTS[critic] = _Verdict(
+        twins=not any(
+            next_node in forward
+            for node in backward
+            if not fastpath.reaches_forward_on_purpose(node)
+            for next_node, _ in node.next_functions
+        ),
+        input_grad_reuse=not any(
+            next_node in forward for node in backward for next_node, _ in node.next_functions
+        ),
     )
 
 
@@ -240,15 +270,14 @@ class NoDoubleBackward(ValueError):
     """The critic has an operation whose backward cannot be differentiated (no exact penalty)."""
 
 
-def _refuse_undifferentiable(grad_nodes: list[Any]) -> None:
-    """Raise if the input gradient's graph (its nodes) holds a backward that cannot be
-    differentiated.
+def _refuse_undifferentiable(grad: Tensor) -> None:
+    """Raise if the input gradient's graph holds a backward that cannot be differentiated.
 
     Such a node raises only if the double backward reaches it, and a backward limited to the
     parameters (``loss.backward(inputs=params)``) can skip it: the penalty's gradient through
     that operation would then be silently dropped. Refusing here makes it an error always.
     """
-    if any(type(node).__name__ in _UNDIFFERENTIABLE_NODES for node in grad_nodes):
+    if any(type(node).__name__ in _UNDIFFERENTIABLE_NODES for node in graph_nodes(grad)):
         raise NoDoubleBackward(
             "the critic contains an operation whose backward cannot itself be "
             "differentiated (a custom autograd.Function marked @once_differentiable, or an "
@@ -320,12 +349,7 @@ def _gradient_of_scores(
             "the critic's output does not depend on its input x, so there is no input gradient "
             "to penalize; check that the critic uses x (and not only cond)"
         )
-    grad_nodes = list(graph_nodes(grad))
-    _refuse_undifferentiable(grad_nodes)
-    if reused_forward:
-        # the forward nodes in the input gradient's graph are those the penalty's double
-        # backward reaches (a group norm's): the loss's signal there is no multiple of the pass's
-        fastpath.release_input_only_passes(grad_nodes)
+    _refuse_undifferentiable(grad)
     return grad * (1.0 / scaler.get_scale()) if scaled else grad
 
 

@@ -28,10 +28,11 @@ from torch import Tensor
 
 from gradpen import outputs
 from gradpen.gradients import (
+    _gradient_of_scores,
     check_batch,
     check_no_batchnorm,
     eager_original,
-    gradient_of_scores,
+    input_grad_reuse_pays,
     input_gradient,
     judge_twins,
 )
@@ -271,7 +272,8 @@ def gradient_at(critic: Critic, x: Tensor, scores: Any = None, **how: Any) -> Te
         check_no_batchnorm(critic)
     per_sample = outputs.scores(scores, x.shape[0], how.get("reduce", "sum"))
     fast = how.get("fast", True)
-    grad = gradient_of_scores(per_sample, x, scaler=how.get("scaler"), fast=fast)
+    reused = input_grad_reuse_pays(critic)
+    grad = _gradient_of_scores(per_sample, x, how.get("scaler"), fast, reused_forward=reused)
     if fast:
         judge_twins(critic, per_sample, x, grad, surely_twinned=False)
     return grad
