@@ -550,12 +550,12 @@ class _GroupNorm(torch.autograd.Function):
             )
             if ctx.input_only:
                 return grad_x, None, None, None, None
-            channels = [0, *range(2, x.dim())]
             normalized = _GroupStatistics.of(x, ctx.groups, ctx.eps, mean, rstd).normalized
             grad_weight = (
-                (grad * normalized.reshape(x.shape)).sum(channels) if needs_weight else None
+                _channel_dots(grad, normalized.reshape(x.shape)).sum(0) if needs_weight else None
             )
-            return grad_x, None, grad_weight, grad.sum(channels) if needs_bias else None, None
+            grad_bias = grad.sum([0, *range(2, x.dim())]) if needs_bias else None
+            return grad_x, None, grad_weight, grad_bias, None
         mask = (needs_x, needs_weight, needs_bias)
         grads = _native_group_norm_backward(grad, x, mean, rstd, weight, ctx.groups, mask)
         return grads[0], None, grads[1], grads[2], None
@@ -613,9 +613,8 @@ class _PoolGeometry:
     """The arguments of one N-d average pooling call after the input (PyTorch's own forms)."""
 
     dims: int
-    arguments: tuple[
-        Any, ...
-    ]  # kernel_size, stride, padding, ceil_mode, count_include_pad, divisor
+    # kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
+    arguments: tuple[Any, ...]
 
     def forward(self, x: Tensor) -> Tensor:
         if self._by_slices(x):
