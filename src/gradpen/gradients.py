@@ -203,17 +203,15 @@ def judge_twins(
     forward = _input_path(scores, x)
     if not surely_twinned and not any(fastpath.twin_kind(node) for node in forward):
         return
-    backward = [node for node in graph_nodes(grad) if node not in forward]
+    # the input gradient's nodes with an edge into the forward graph
+    entries = [
+        node
+        for node in graph_nodes(grad)
+        if node not in forward and any(next_node in forward for next_node, _ in node.next_functions)
+    ]
     _VERDICTS[critic] = _Verdict(
-        twins=not any(
-            next_node in forward
-            for node in backward
-            if not fastpath.reaches_forward_on_purpose(node)
-            for next_node, _ in node.next_functions
-        ),
-        input_grad_reuse=not any(
-            next_node in forward for node in backward for next_node, _ in node.next_functions
-        ),
+        twins=all(fastpath.reaches_forward_on_purpose(node) for node in entries),
+        input_grad_reuse=not entries,
     )
 
 
