@@ -16,9 +16,13 @@ Every configuration has its own copy of the same critic and its own Adam (lr 1e-
 WGAN loss. The backward is ``loss.backward(inputs=parameters)``, as in the training loop: a
 batch that requires grad for a penalty gets no gradient of its own. The configurations are
 timed interleaved (one step of each, in a shuffled order, per round) and each is reported as
-the median of its step times divided by the median plain step; "noise" is the plain step's
-interquartile range over its median. Lazy R1 is timed in blocks of 16 steps (amortized); a
-block runs its steps back to back, not interleaved, and its ratio has come out slightly below 1.
+the median of its step times divided by the median plain step, with a 95% bootstrap interval
+(the rounds resampled with replacement, each round's times kept together:
+:func:`ratio_interval`); "noise" is the plain step's interquartile range over its median.
+Below the table, each penalty's step with the fast path over the same step with ``fast=False``
+(its "fast off" row), with its interval: an interval that holds 1 is a difference the run
+cannot tell from noise. Lazy R1 is timed in blocks of 16 steps (amortized); a block runs its
+steps back to back, not interleaved, and its ratio has come out slightly below 1.
 
 A configuration that raises on its first step (an exact penalty through an op without a double
 backward) is reported as failing, with the error, and not timed.
@@ -61,6 +65,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.profiler import ProfilerActivity, profile
@@ -392,6 +397,36 @@ def accuracy(critic: nn.Module, real: Tensor, fake: Tensor, draws: int) -> dict[
     }
 
 
+def ratio_interval(
+    numerator: list[float], denominator: list[float], *, draws: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """A 95% bootstrap interval of ``median(numerator) / median(denominator)``.
+
+    The rounds are resampled with replacement, ``numerator[i]`` and ``denominator[i]`` together
+    (both were timed in round ``i``, under the same machine load); the interval runs from the
+    2.5% to the 97.5% quantile of the resampled ratios.
+
+    Args:
+        numerator: step times, one per round.
+        denominator: step times of the same rounds, as long as ``numerator``.
+        draws: resamples.
+        seed: seeds the resampling (the same times give the same interval).
+
+    Returns:
+        ``(low, high)``.
+    """
+    if len(numerator) != len(denominator) or not numerator:
+        raise ValueError(
+            f"need one time per round in each, got {len(numerator)} and {len(denominator)}"
+        )
+    rounds = np.random.default_rng(seed).integers(0, len(numerator), (draws, len(numerator)))
+    ratios = np.median(np.asarray(numerator)[rounds], axis=1) / np.median(
+        np.asarray(denominator)[rounds], axis=1
+    )
+    low, high = np.quantile(ratios, [0.025, 0.975])
+    return float(low), float(high)
+
+
 def bench(name: str, repeats: int, warmup: int, batch: int | None, device: torch.device) -> dict:
     critic, real, fake = make_problem(name, batch, device)
     runners = {
@@ -407,14 +442,18 @@ def bench(name: str, repeats: int, warmup: int, batch: int | None, device: torch
         random.Random(round_index).shuffle(order)
         for config in order:
             timed[config].sample(real, fake)
-    medians = {config: statistics.median(r.times[warmup:]) for config, r in timed.items()}
-    plain_times = timed["plain"].times[warmup:]
+    times = {config: r.times[warmup:] for config, r in timed.items()}
+    medians = {config: statistics.median(t) for config, t in times.items()}
+    plain_times = times["plain"]
     quartiles = statistics.quantiles(plain_times, n=4)
     peaks = {config: r.peak_bytes(real, fake) for config, r in timed.items()}
     rows = [
         {
             "config": config,
             "time_ratio": medians[config] / medians["plain"] if config in timed else None,
+            "time_ratio_95": ratio_interval(times[config], plain_times)
+            if config in timed
+            else None,
             "peak_memory_ratio": peaks[config] / peaks["plain"] if config in timed else None,
             "peak_mib": peaks[config] / 2**20 if config in timed else None,
             "page_faults_per_step": statistics.median(timed[config].faults[warmup:])
@@ -433,10 +472,23 @@ def bench(name: str, repeats: int, warmup: int, batch: int | None, device: torch
         "repeats": repeats,
         "plain_noise_iqr_over_median": (quartiles[2] - quartiles[0]) / medians["plain"],
         "rows": rows,
+        "fast_over_fast_off": [
+            {
+                "config": config,
+                "ratio": medians[config] / medians[f"{config}, fast off"],
+                "ratio_95": ratio_interval(times[config], times[f"{config}, fast off"]),
+            }
+            for config in timed
+            if f"{config}, fast off" in timed
+        ],
         "accuracy": None
         if trained is None
         else accuracy(trained.critic, real, fake, draws=8 if repeats < 20 else 32),
     }
+
+
+def _with_interval(ratio: float, interval: tuple[float, float]) -> str:
+    return f"{ratio:>10.2f} ({interval[0]:.2f}-{interval[1]:.2f})"
 
 
 def print_table(result: dict) -> None:
@@ -445,16 +497,24 @@ def print_table(result: dict) -> None:
         f"{result['repeats']} interleaved rounds; plain-step noise (IQR/median) "
         f"{result['plain_noise_iqr_over_median']:.2f}"
     )
-    print(f"| {'configuration':<42} | time / plain | peak mem / plain | peak MiB | page faults |")
-    print(f"|{'-' * 44}|-------------:|-----------------:|---------:|------------:|")
+    print(
+        f"| {'configuration':<42} | {'time / plain (95%)':>22} | peak mem / plain | peak MiB "
+        "| page faults |"
+    )
+    print(f"|{'-' * 44}|{'-' * 23}:|-----------------:|---------:|------------:|")
     for row in result["rows"]:
         if row["error"] is not None:
             print(f"| {row['config']:<42} | fails: {row['error'][:100]} |")
             continue
         print(
-            f"| {row['config']:<42} | {row['time_ratio']:>12.2f} | "
+            f"| {row['config']:<42} | {_with_interval(row['time_ratio'], row['time_ratio_95'])} | "
             f"{row['peak_memory_ratio']:>16.2f} | {row['peak_mib']:>8.1f} | "
             f"{row['page_faults_per_step']:>11.0f} |"
+        )
+    for pair in result["fast_over_fast_off"]:
+        print(
+            f"{pair['config']} / its fast-off row: "
+            f"{_with_interval(pair['ratio'], pair['ratio_95']).strip()}"
         )
     acc = result["accuracy"]
     if acc is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import sys
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -159,3 +160,63 @@ def test_anatomy_reports_finite_ratios_and_prices_the_extra_work_above_one() -> 
     assert math.isfinite(result["measured"]) and result["measured"] > 0
     assert result["at_plain_speed"] > 1
     assert all(calls > 0 for calls, _ in result["penalized"].values())
+
+
+overhead = load_script("benchmarks/penalty_overhead.py")
+
+
+def test_ratio_interval_of_a_constant_ratio_is_that_ratio() -> None:
+    """Every round's pair in the same ratio: each resample's medians keep it exactly."""
+    plain = [0.9, 1.3, 1.0, 2.2, 1.1]
+    low, high = overhead.ratio_interval([2 * t for t in plain], plain)
+    assert (low, high) == (2.0, 2.0)
+
+
+def test_ratio_interval_by_hand_on_two_rounds() -> None:
+    """Two rounds of ratio 1 and 3: a resample holds round 0 twice (ratio 1, chance 1/4), round
+    1 twice (3, 1/4) or both (the median 2, 1/2); the 2.5% and 97.5% quantiles are 1 and 3."""
+    assert overhead.ratio_interval([1.0, 3.0], [1.0, 1.0]) == (1.0, 3.0)
+
+
+def test_ratio_interval_holds_the_ratio_and_widens_with_the_noise() -> None:
+    generator = torch.Generator().manual_seed(0)
+    plain = (1 + 0.05 * torch.rand(40, generator=generator)).tolist()
+    noise = torch.rand(40, generator=generator)
+    quiet = [2 * t + 0.02 * n for t, n in zip(plain, noise.tolist(), strict=True)]
+    loud = [2 * t + 0.6 * n for t, n in zip(plain, noise.tolist(), strict=True)]
+    for penalized in (quiet, loud):
+        ratio = sorted(penalized)[19:21]  # the median of 40: the mean of the middle two
+        low, high = overhead.ratio_interval(penalized, plain)
+        median_ratio = (ratio[0] + ratio[1]) / 2 / ((sorted(plain)[19] + sorted(plain)[20]) / 2)
+        assert low <= median_ratio <= high
+    quiet_low, quiet_high = overhead.ratio_interval(quiet, plain)
+    loud_low, loud_high = overhead.ratio_interval(loud, plain)
+    assert loud_high - loud_low > 3 * (quiet_high - quiet_low)
+
+
+def test_ratio_interval_refuses_rounds_that_do_not_pair() -> None:
+    with pytest.raises(ValueError, match="one time per round"):
+        overhead.ratio_interval([1.0, 2.0], [1.0])
+
+
+def test_the_table_prints_each_ratio_with_its_interval_and_the_fast_path_pairs(capsys) -> None:
+    row = {"peak_memory_ratio": 1.0, "peak_mib": 10.0, "page_faults_per_step": 0, "error": None}
+    result = {
+        "critic": "toy",
+        "device": "cpu",
+        "batch": 4,
+        "repeats": 2,
+        "plain_noise_iqr_over_median": 0.1,
+        "rows": [
+            row | {"config": "plain", "time_ratio": 1.0, "time_ratio_95": (1.0, 1.0)},
+            row | {"config": "gradpen wgan-gp", "time_ratio": 1.7, "time_ratio_95": (1.6, 1.8)},
+        ],
+        "fast_over_fast_off": [
+            {"config": "gradpen wgan-gp", "ratio": 0.85, "ratio_95": (0.8, 0.9)},
+        ],
+        "accuracy": None,
+    }
+    overhead.print_table(result)
+    printed = capsys.readouterr().out
+    assert "1.70 (1.60-1.80)" in printed
+    assert "gradpen wgan-gp / its fast-off row: 0.85 (0.80-0.90)" in printed
