@@ -271,3 +271,35 @@ def test_average_pool_calls_pytorch_refuses_are_refused_inside_the_context(call)
     with gp.penalty_forward(), pytest.raises(RuntimeError) as inside:
         call(x)
     assert str(inside.value) == str(plain.value)
+
+
+class _NoGradient(torch.autograd.Function):
+    """The identity whose backward sends no gradient (None) back."""
+
+    @staticmethod
+    def forward(ctx, t: torch.Tensor) -> torch.Tensor:
+        return t.clone()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> None:
+        return None
+
+
+@pytest.mark.parametrize("kind", ["conv", "group norm", "average pool", "leaky ReLU"])
+def test_a_twin_that_gets_no_gradient_passes_none_on(kind):
+    """A twin whose output gets no gradient (a node above it sent none, as PyTorch's own
+    convolution double backward does into the forward graph) passes none on without computing:
+    PyTorch would hand a custom Function zeros, and its backward would compute with them."""
+    x = torch.randn(2, 4, 6, 6, requires_grad=True)
+    weight, scale = nn.Parameter(torch.randn(4, 4, 3, 3)), nn.Parameter(torch.ones(4))
+    layers = {
+        "conv": lambda t: F.conv2d(t, weight),
+        "group norm": lambda t: F.group_norm(t, 2, scale),
+        "average pool": lambda t: F.avg_pool2d(t, 2),
+        "leaky ReLU": lambda t: F.leaky_relu(t, 0.2),
+    }
+    with gp.penalty_forward():
+        out = layers[kind](x)
+    assert fastpath.twin_kind(out.grad_fn) == kind
+    grads = torch.autograd.grad(_NoGradient.apply(out).sum(), [x, weight, scale], allow_unused=True)
+    assert grads == (None, None, None)

@@ -45,6 +45,9 @@ out-of-place ReLU / leaky ReLU, ``conv1d/2d/3d`` with parameter weights, ``group
 ``avg_pool2d/3d`` to the twins; every other op runs unchanged, so an unknown op is never a
 problem. If a twin fails on a call it does
 not handle, the call runs as plain PyTorch instead, with a warning (never an error of its own).
+A twin whose output gets no gradient (PyTorch's own double backward of a convolution with a
+computed weight sends none into the forward graph) passes none on: PyTorch would hand a custom
+Function zeros, and its backward would compute with them.
 Given the critic, :func:`gradpen.penalty_forward` leaves the twins out for a critic on which a
 first penalty call showed that they cannot pay off (:func:`gradpen.gradients.judge_twins`).
 """
@@ -88,13 +91,16 @@ class _PiecewiseLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, slope: float) -> Tensor:
         out = F.relu(x) if slope == 0 else F.leaky_relu(x, slope)
+        ctx.set_materialize_grads(False)
         ctx.from_output = slope >= 0
         ctx.save_for_backward(out if ctx.from_output else x)
         ctx.slope = slope
         return out
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+    def backward(ctx: Any, grad: Tensor | None) -> tuple[Tensor | None, None]:
+        if grad is None:  # no gradient reached the output: none for the input either
+            return None, None
         try:
             (saved,) = ctx.saved_tensors
         except RuntimeError as error:
@@ -251,6 +257,7 @@ class _Convolution(torch.autograd.Function):
         ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, geometry: _ConvGeometry
     ) -> Tensor:
         ctx.save_for_backward(x, weight)
+        ctx.set_materialize_grads(False)
         ctx.geometry = geometry
         ctx.has_bias = bias is not None
         ctx.input_only = ctx.keeps_pass = False
@@ -259,8 +266,10 @@ class _Convolution(torch.autograd.Function):
 
     @staticmethod
     def backward(
-        ctx: Any, grad: Tensor
+        ctx: Any, grad: Tensor | None
     ) -> tuple[Tensor | None, Tensor | None, Tensor | None, None]:
+        if grad is None:
+            return None, None, None, None
         x, weight = ctx.saved_tensors
         geometry: _ConvGeometry = ctx.geometry
         needs_x, needs_weight, needs_bias = ctx.needs_input_grad[:3]
@@ -533,12 +542,15 @@ class _GroupNorm(torch.autograd.Function):
             eps,
         )
         ctx.save_for_backward(x, weight, mean, rstd)
+        ctx.set_materialize_grads(False)
         ctx.groups, ctx.eps, ctx.has_bias = groups, eps, bias is not None
         ctx.input_only = False
         return out
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+    def backward(ctx: Any, grad: Tensor | None) -> tuple[Tensor | None, ...]:
+        if grad is None:
+            return None, None, None, None, None
         x, weight, mean, rstd = ctx.saved_tensors
         needs_x, _, needs_weight, needs_bias = ctx.needs_input_grad[:4]
         needs_weight, needs_bias = needs_weight and weight is not None, needs_bias and ctx.has_bias
@@ -702,11 +714,14 @@ class _AveragePool(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, geometry: _PoolGeometry) -> Tensor:
         ctx.save_for_backward(x)
+        ctx.set_materialize_grads(False)
         ctx.geometry = geometry
         return geometry.forward(x)
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+    def backward(ctx: Any, grad: Tensor | None) -> tuple[Tensor | None, None]:
+        if grad is None:
+            return None, None
         (x,) = ctx.saved_tensors
         if torch.is_grad_enabled():
             return _AveragePoolInputGrad.apply(grad, x.detach(), ctx.geometry), None
