@@ -2,12 +2,15 @@
 
     python benchmarks/conv_kernels.py [--repeats N]
 
-For a 2-D convolution from C input channels (an image critic's first layer, batch 64), prints the
-median time of ``convolution_backward``'s input gradient over that of a matmul plus ``fold``
-(what ``gp.penalty_forward`` uses for C <= ``gradpen.fastpath.FEW_CHANNELS`` on CPU), and of
-PyTorch's default-layout forward over the same forward on a channels-last copy of the input (a
-candidate that lost: the forward keeps the default layout). Above 1 the alternative is faster.
-All four are timed interleaved in one process; rerun this on your machine to check the choice.
+For a 2-D convolution from C input channels (an image critic's first layer: the DCGAN critics'
+at batch 64, and the zoo's PatchGAN, multi-scale and ResNet critics' at their benchmark batch),
+prints the median time of ``convolution_backward``'s input gradient over that of the fast path's
+matmul plus ``fold`` (``gradpen.fastpath._ConvGeometry._input_grad_by_fold``), with the fast
+path's choice (``_folds_input_grad``: C <= ``FEW_CHANNELS`` and at least ``FOLD_FILTERS`` filters
+or at most ``FOLD_COLUMNS`` columns per sample, on CPU), and PyTorch's default-layout forward over
+the same forward on a channels-last copy of the input (a candidate that lost: the forward keeps
+the default layout). Above 1 the alternative is faster. All four are timed interleaved in one
+process; rerun this on your machine to check the choices.
 """
 
 from __future__ import annotations
@@ -17,25 +20,47 @@ import random
 import statistics
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
-# (input channels, image side, kernel, stride, padding); 64 filters, batch 64.
-SHAPES = ((1, 28, 4, 2, 1), (3, 32, 4, 2, 1), (3, 32, 3, 1, 1), (8, 28, 4, 2, 1), (16, 28, 4, 2, 1))
-FILTERS = 64
-BATCH = 64
+from gradpen import fastpath
 
 
-def kernels(
-    channels: int, side: int, kernel: int, stride: int, padding: int
-) -> dict[str, Callable]:
+class Shape(NamedTuple):
+    """One first layer: ``filters`` convolutions of ``kernel`` over ``channels x side x side``."""
+
+    channels: int
+    side: int
+    kernel: int
+    stride: int
+    padding: int
+    filters: int
+    batch: int
+
+
+SHAPES = (
+    Shape(1, 28, 4, 2, 1, 64, 64),  # DCGAN-28
+    Shape(3, 32, 4, 2, 1, 64, 64),  # DCGAN-32
+    Shape(3, 32, 3, 1, 1, 64, 64),
+    Shape(8, 28, 4, 2, 1, 64, 64),
+    Shape(16, 28, 4, 2, 1, 64, 64),
+    Shape(3, 32, 3, 1, 1, 32, 16),  # ResNet-GN
+    Shape(3, 64, 4, 2, 1, 8, 8),  # PatchGAN
+    Shape(3, 64, 4, 2, 1, 4, 8),  # multi-scale, its finest scale
+    Shape(3, 32, 4, 2, 1, 4, 8),  # multi-scale, its middle scale
+)
+
+
+def kernels(shape: Shape) -> dict[str, Callable]:
     """The four computations for one shape: default and alternative forward and input gradient."""
-    x = torch.randn(BATCH, channels, side, side)
-    weight = torch.randn(FILTERS, channels, kernel, kernel)
-    bias = torch.randn(FILTERS)
+    channels, side, kernel, stride, padding, filters, batch = shape
+    x = torch.randn(batch, channels, side, side)
+    weight = torch.randn(filters, channels, kernel, kernel)
+    bias = torch.randn(filters)
     out_side = (side + 2 * padding - kernel) // stride + 1
-    grad = torch.randn(BATCH, FILTERS, out_side, out_side)
+    grad = torch.randn(batch, filters, out_side, out_side)
 
     def forward_channels_last() -> torch.Tensor:
         copy = torch.empty_like(x, memory_format=torch.channels_last).copy_(x)
@@ -48,8 +73,7 @@ def kernels(
         )[0]  # fmt: skip
 
     def input_grad_fold() -> torch.Tensor:
-        columns = torch.matmul(weight.flatten(1).t(), grad.flatten(2))
-        return F.fold(columns, (side, side), kernel, padding=padding, stride=stride)
+        return geometry(shape)._input_grad_by_fold(grad, x, weight)
 
     torch.testing.assert_close(input_grad_fold(), input_grad_native(), rtol=1e-4, atol=1e-3)
     return {
@@ -58,6 +82,19 @@ def kernels(
         "input grad": input_grad_native,
         "input grad fold": input_grad_fold,
     }
+
+
+def geometry(shape: Shape) -> fastpath._ConvGeometry:
+    """The fast path's geometry of ``shape``'s convolution."""
+    return fastpath._ConvGeometry(2, (shape.stride,) * 2, (shape.padding,) * 2, (1, 1), 1)
+
+
+def folds(shape: Shape) -> bool:
+    """Whether the fast path takes ``shape``'s input gradient by ``fold``."""
+    weight = torch.empty(shape.filters, shape.channels, shape.kernel, shape.kernel)
+    out_side = (shape.side + 2 * shape.padding - shape.kernel) // shape.stride + 1
+    grad = torch.empty(1, shape.filters, out_side, out_side)
+    return geometry(shape)._folds_input_grad(weight, grad)
 
 
 def median_times(functions: dict[str, Callable], repeats: int) -> dict[str, float]:
@@ -78,16 +115,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=40, help="timed rounds (default 40)")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {BATCH}")
-    print("| in channels | side | kernel | stride | forward: default / channels-last "
-          "| input grad: default / fold |")  # fmt: skip
-    print("|---:|---:|---:|---:|---:|---:|")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(
+        "| in channels | side | kernel | stride | filters | batch "
+        "| forward: default / channels-last | input grad: default / fold | fast path |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for shape in SHAPES:
-        median = median_times(kernels(*shape), args.repeats)
+        median = median_times(kernels(shape), args.repeats)
         forward = median["forward"] / median["forward channels-last"]
         backward = median["input grad"] / median["input grad fold"]
-        channels, side, kernel, stride, _ = shape
-        print(f"| {channels} | {side} | {kernel} | {stride} | {forward:.2f} | {backward:.2f} |")
+        choice = "fold" if folds(shape) else "oneDNN"
+        channels, side, kernel, stride, _, filters, batch = shape
+        print(
+            f"| {channels} | {side} | {kernel} | {stride} | {filters} | {batch} | {forward:.2f} "
+            f"| {backward:.2f} | {choice} |"
+        )
 
 
 if __name__ == "__main__":

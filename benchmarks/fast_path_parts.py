@@ -68,7 +68,7 @@ def _no_twin(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return None
 
 
-def _never_fold(geometry: Any, weight: torch.Tensor) -> bool:
+def _never_fold(geometry: Any, weight: torch.Tensor, grad: torch.Tensor) -> bool:
     return False
 
 

@@ -51,12 +51,13 @@ def test_each_variant_switches_off_its_part_and_restores_it() -> None:
     earlier = parts.fastpath._InputOnlyPass.keep(signal, torch.ones(2, 4))
     with parts.switched(False, None, parts._never_fold, parts._never_reuse):
         geometry = parts.fastpath._ConvGeometry(2, (1, 1), (0, 0), (1, 1), 1)
-        assert not geometry._folds_input_grad(torch.empty(4, 1, 3, 3))
+        assert not geometry._folds_input_grad(torch.empty(4, 1, 3, 3), torch.empty(2, 4, 6, 6))
         with torch.no_grad():
             assert parts.fastpath._scaled_earlier_input_grad(2 * signal, earlier) is None
     assert _node_kinds() >= {"conv", "leaky ReLU"}
     geometry = parts.fastpath._ConvGeometry(2, (1, 1), (0, 0), (1, 1), 1)
-    assert geometry._folds_input_grad(torch.empty(4, 1, 3, 3))  # the original rules are back
+    # the original rules are back
+    assert geometry._folds_input_grad(torch.empty(4, 1, 3, 3), torch.empty(2, 4, 6, 6))
     with torch.no_grad():
         assert parts.fastpath._scaled_earlier_input_grad(2 * signal, earlier) is not None
 

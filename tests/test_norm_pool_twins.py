@@ -303,3 +303,22 @@ def test_a_twin_that_gets_no_gradient_passes_none_on(kind):
     assert fastpath.twin_kind(out.grad_fn) == kind
     grads = torch.autograd.grad(_NoGradient.apply(out).sum(), [x, weight, scale], allow_unused=True)
     assert grads == (None, None, None)
+
+
+@pytest.mark.parametrize(
+    ("weight_shape", "output", "folds"),
+    [
+        ((64, 1, 4, 4), (14, 14), True),  # the DCGAN-28 critic's first layer
+        ((8, 3, 4, 4), (32, 32), False),  # 8 filters, 48 x 1024 = 49152 columns per sample
+        ((64, 3, 4, 4), (32, 32), True),  # as many columns, 64 filters
+        ((32, 3, 3, 3), (32, 32), False),  # the ResNet critic's: 27648 columns, 32 filters
+        ((4, 3, 4, 4), (16, 16), True),  # 48 x 256 = 12288 columns
+        ((4, 1, 4, 4), (32, 32), True),  # 16 x 1024 = 16384 columns: the bound itself
+        ((4, 1, 4, 4), (32, 33), False),  # 16 x 1056 columns: past it
+        ((64, 8, 4, 4), (14, 14), False),  # 8 input channels: oneDNN's input gradient
+    ],
+)
+def test_the_fold_input_gradient_goes_with_many_filters_or_few_columns(weight_shape, output, folds):
+    geometry = fastpath._ConvGeometry(2, (2, 2), (1, 1), (1, 1), 1)
+    weight, grad = torch.empty(weight_shape), torch.empty(2, weight_shape[0], *output)
+    assert geometry._folds_input_grad(weight, grad) == folds

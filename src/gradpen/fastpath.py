@@ -69,6 +69,8 @@ from torch.overrides import TorchFunctionMode
 
 __all__ = [
     "FEW_CHANNELS",
+    "FOLD_COLUMNS",
+    "FOLD_FILTERS",
     "fast_or_plain",
     "input_only_pass",
     "reaches_forward_on_purpose",
@@ -118,6 +120,10 @@ class _PiecewiseLinear(torch.autograd.Function):
 _RELUS = (F.relu, torch.relu, Tensor.relu)
 _CONVOLUTIONS = {F.conv1d: 1, F.conv2d: 2, F.conv3d: 3}
 FEW_CHANNELS = 3
+# The fold input gradient of a few-channel convolution, where it pays (:meth:`_ConvGeometry.
+# _folds_input_grad`): with at least this many filters, or at most this many columns per sample.
+FOLD_FILTERS = 64
+FOLD_COLUMNS = 2**14
 _CONV_ARGUMENTS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
 
 
@@ -140,7 +146,7 @@ class _ConvGeometry:
     ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
         """The input, weight and bias gradients selected by ``mask`` (differentiable)."""
         grad_x = None
-        if mask[0] and self._folds_input_grad(weight):
+        if mask[0] and self._folds_input_grad(weight, grad):
             grad_x, mask = self._input_grad_by_fold(grad, x, weight), (False, *mask[1:])
         if not any(mask):
             return grad_x, None, None
@@ -159,18 +165,31 @@ class _ConvGeometry:
         )
         return (grads[0] if grad_x is None else grad_x), grads[1], grads[2]
 
-    def _folds_input_grad(self, weight: Tensor) -> bool:
+    def _folds_input_grad(self, weight: Tensor, grad: Tensor) -> bool:
         """Whether the input gradient is a matmul and ``fold`` (:meth:`_input_grad_by_fold`).
 
-        On CPU, for a 2-D convolution from 1-3 channels (an image critic's first layer), that
-        ran 1.4-2.7x faster than oneDNN's input gradient, and from 8 channels on slower
-        (``benchmarks/conv_kernels.py``, torch 2.13).
+        On CPU, for a 2-D convolution from 1-3 channels (an image critic's first layer) with at
+        least :data:`FOLD_FILTERS` filters or at most :data:`FOLD_COLUMNS` columns per sample
+        (input channels x kernel x output positions): oneDNN's input gradient grows with the
+        filters, fold's scatter with the columns. There it ran 1.2-4.5x faster than oneDNN's
+        (the DCGAN critics' first layers, and a multi-scale critic's 4 filters on 32 px); with
+        4-32 filters on 27648-49152 columns (the zoo's ResNet, PatchGAN and 64-px multi-scale
+        first layers) 0.6-1.1x, and from 8 input channels on slower
+        (``benchmarks/conv_kernels.py``, torch 2.13, 1 and 2 threads).
+
+        Args:
+            weight: the convolution's weight, ``(C_out, C_in, kh, kw)``.
+            grad: the signal at its output, ``(B, C_out, H_out, W_out)``.
         """
         return (
             weight.device.type == "cpu"
             and self.dims == 2
             and self.groups == 1
             and weight.shape[1] <= FEW_CHANNELS
+            and (
+                weight.shape[0] >= FOLD_FILTERS
+                or weight[0].numel() * grad[0, 0].numel() <= FOLD_COLUMNS
+            )
         )
 
     def _input_grad_by_fold(self, grad: Tensor, x: Tensor, weight: Tensor) -> Tensor:
