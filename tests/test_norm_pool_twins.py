@@ -311,10 +311,10 @@ def test_a_twin_that_gets_no_gradient_passes_none_on(kind):
         ((64, 1, 4, 4), (14, 14), True),  # the DCGAN-28 critic's first layer
         ((8, 3, 4, 4), (32, 32), False),  # 8 filters, 48 x 1024 = 49152 columns per sample
         ((64, 3, 4, 4), (32, 32), True),  # as many columns, 64 filters
-        ((32, 3, 3, 3), (32, 32), False),  # the ResNet critic's: 27648 columns, 32 filters
+        ((32, 3, 3, 3), (32, 32), True),  # the ResNet critic's: 27648 columns, 32 filters
         ((4, 3, 4, 4), (16, 16), True),  # 48 x 256 = 12288 columns
-        ((4, 1, 4, 4), (32, 32), True),  # 16 x 1024 = 16384 columns: the bound itself
-        ((4, 1, 4, 4), (32, 33), False),  # 16 x 1056 columns: past it
+        ((4, 2, 4, 4), (32, 32), True),  # 32 x 1024 = 32768 columns: the bound itself
+        ((4, 2, 4, 4), (32, 33), False),  # 32 x 1056 columns: past it
         ((64, 8, 4, 4), (14, 14), False),  # 8 input channels: oneDNN's input gradient
     ],
 )

@@ -123,7 +123,7 @@ FEW_CHANNELS = 3
 # The fold input gradient of a few-channel convolution, where it pays (:meth:`_ConvGeometry.
 # _folds_input_grad`): with at least this many filters, or at most this many columns per sample.
 FOLD_FILTERS = 64
-FOLD_COLUMNS = 2**14
+FOLD_COLUMNS = 2**15
 _CONV_ARGUMENTS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
 
 
@@ -171,10 +171,10 @@ class _ConvGeometry:
         On CPU, for a 2-D convolution from 1-3 channels (an image critic's first layer) with at
         least :data:`FOLD_FILTERS` filters or at most :data:`FOLD_COLUMNS` columns per sample
         (input channels x kernel x output positions): oneDNN's input gradient grows with the
-        filters, fold's scatter with the columns. There it ran 1.2-4.5x faster than oneDNN's
-        (the DCGAN critics' first layers, and a multi-scale critic's 4 filters on 32 px); with
-        4-32 filters on 27648-49152 columns (the zoo's ResNet, PatchGAN and 64-px multi-scale
-        first layers) 0.6-1.1x, and from 8 input channels on slower
+        filters, fold's scatter with the columns. There it ran about as fast as oneDNN's to
+        5x faster (the DCGAN critics' first layers, the ResNet critic's, a multi-scale critic's
+        4 filters on 32 px); with 4-8 filters on 64 px (49152 columns: the zoo's PatchGAN and
+        multi-scale first layers) slower, and from 8 input channels on slower too
         (``benchmarks/conv_kernels.py``, torch 2.13, 1 and 2 threads).
 
         Args:
