@@ -3,8 +3,9 @@
     python benchmarks/fast_path_parts.py [--critic NAME ...] [--repeats N]
 
 The fast path (:mod:`gradpen.fastpath`) has these parts: the ReLU / leaky ReLU twin, the
-convolution twin, (on CPU) the ``fold`` input gradient of convolutions from 1-3 channels, the
-group-norm twin, the average-pooling twin (on CPU, disjoint windows as strided slices), and,
+convolution twin, (on CPU) the ``fold`` input gradient of convolutions from 1-3 channels where
+it pays (``_folds_input_grad``), the group-norm twin, the average-pooling twin (on CPU, disjoint
+windows as strided slices), and,
 with forward reuse, the loss's backward taking an inner convolution's input gradient from the
 penalty's input-gradient pass (``fastpath._scaled_earlier_input_grad``).
 It steps aside on a critic whose input gradient depends on its activations through an operation

@@ -14,7 +14,8 @@ than the mathematics needs, and this module removes five such costs, without app
   weight gradient of the input-gradient node as a forward convolution with batch and channels
   swapped, which oneDNN and cuDNN run slowly. The twin's input gradient is a node whose backward
   calls ``convolution_backward``'s weight gradient instead (the same quantity), and on CPU a
-  first layer with 1-3 input channels takes its input gradient as a matmul and ``fold``.
+  first layer with 1-3 input channels takes its input gradient as a matmul and ``fold``
+  (with many filters or few output positions, where that beats oneDNN's).
 - With forward reuse (R1 / R2 on the loss's own forward), the training loss's backward through
   an inner convolution needs an input gradient that the penalty's input-gradient pass already
   computed, up to a per-sample factor (the pass sends back 1 per score, the loss ``dL/dD``).
