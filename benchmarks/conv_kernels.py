@@ -39,6 +39,11 @@ class Shape(NamedTuple):
     filters: int
     batch: int
 
+    @property
+    def out_side(self) -> int:
+        """The side of the convolution's output."""
+        return (self.side + 2 * self.padding - self.kernel) // self.stride + 1
+
 
 SHAPES = (
     Shape(1, 28, 4, 2, 1, 64, 64),  # DCGAN-28
@@ -59,8 +64,7 @@ def kernels(shape: Shape) -> dict[str, Callable]:
     x = torch.randn(batch, channels, side, side)
     weight = torch.randn(filters, channels, kernel, kernel)
     bias = torch.randn(filters)
-    out_side = (side + 2 * padding - kernel) // stride + 1
-    grad = torch.randn(batch, filters, out_side, out_side)
+    grad = torch.randn(batch, filters, shape.out_side, shape.out_side)
 
     def forward_channels_last() -> torch.Tensor:
         copy = torch.empty_like(x, memory_format=torch.channels_last).copy_(x)
@@ -92,8 +96,7 @@ def geometry(shape: Shape) -> fastpath._ConvGeometry:
 def folds(shape: Shape) -> bool:
     """Whether the fast path takes ``shape``'s input gradient by ``fold``."""
     weight = torch.empty(shape.filters, shape.channels, shape.kernel, shape.kernel)
-    out_side = (shape.side + 2 * shape.padding - shape.kernel) // shape.stride + 1
-    grad = torch.empty(1, shape.filters, out_side, out_side)
+    grad = torch.empty(1, shape.filters, shape.out_side, shape.out_side)
     return geometry(shape)._folds_input_grad(weight, grad)
 
 
