@@ -322,3 +322,15 @@ def test_the_fold_input_gradient_goes_with_many_filters_or_few_columns(weight_sh
     geometry = fastpath._ConvGeometry(2, (2, 2), (1, 1), (1, 1), 1)
     weight, grad = torch.empty(weight_shape), torch.empty(2, weight_shape[0], *output)
     assert geometry._folds_input_grad(weight, grad) == folds
+
+
+def test_an_empty_batch_through_a_few_channel_convolution_twin_gets_its_empty_gradient():
+    """The fold rule reads sizes from shapes, so a batch of 0 (whose signal has no first row)
+    passes through the twin's backward as through PyTorch's."""
+    conv = nn.Conv2d(3, 4, 3)
+    x = torch.randn(0, 3, 8, 8, requires_grad=True)
+    with gp.penalty_forward():
+        out = conv(x)
+    assert fastpath.twin_kind(out.grad_fn) == "conv"
+    out.sum().backward()
+    assert x.grad.shape == (0, 3, 8, 8) and torch.equal(conv.weight.grad, torch.zeros(4, 3, 3, 3))

@@ -189,7 +189,7 @@ class _ConvGeometry:
             and weight.shape[1] <= FEW_CHANNELS
             and (
                 weight.shape[0] >= FOLD_FILTERS
-                or weight[0].numel() * grad[0, 0].numel() <= FOLD_COLUMNS
+                or math.prod(weight.shape[1:]) * math.prod(grad.shape[2:]) <= FOLD_COLUMNS
             )
         )
 
