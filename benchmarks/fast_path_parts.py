@@ -6,8 +6,10 @@ The fast path (:mod:`gradpen.fastpath`) has these parts: the ReLU / leaky ReLU t
 convolution twin, (on CPU) the ``fold`` input gradient of convolutions from 1-3 channels where
 it pays (``_folds_input_grad``), the group-norm twin, the average-pooling twin (on CPU, disjoint
 windows as strided slices), and,
-with forward reuse, the loss's backward taking an inner convolution's input gradient from the
-penalty's input-gradient pass (``fastpath._scaled_earlier_input_grad``).
+with forward reuse, the loss's backward drawing on the penalty's input-gradient pass where the
+loss's signal is a per-sample multiple of the pass's (``fastpath._loss_signal_scale``): an inner
+convolution's input gradient taken from the pass, and each convolution's weight gradient for the
+loss and the penalty in one kernel (``fastpath._leave_weight_grad_to_loss``).
 It steps aside on a critic whose input gradient depends on its activations through an operation
 without a twin (a layer norm, a smooth activation, attention:
 :func:`gradpen.gradients.judge_twins`).
@@ -15,7 +17,8 @@ For each critic of ``penalty_overhead.CRITICS`` this times a WGAN-GP critic step
 the penalty first, one backward, Adam) with the fast path as shipped (``fast``), with the twins
 forced on every critic (``twins forced``) and then each part of them switched off in turn, and
 with ``fast=False``; then an R1 step with forward reuse (the loss's forward on the reals is
-the penalty's) as shipped, without that reuse of the input gradient, and with ``fast=False``.
+the penalty's) as shipped, with the loss's and the penalty's weight gradients apart, without any
+reuse of the pass, and with ``fast=False``.
 Each is printed as a ratio to a plain critic step (no penalty). All
 configurations of one critic run interleaved in a shuffled order per round; the time is the
 process's CPU time (``time.process_time``), which a busy machine disturbs less than wall time
@@ -47,7 +50,8 @@ _TWIN = fastpath._twin
 _FOLDS = fastpath._ConvGeometry._folds_input_grad
 _SLICES = fastpath._PoolGeometry._by_slices
 _TWINS_PAY = gradients.twins_pay
-_REUSE = fastpath._scaled_earlier_input_grad
+_REUSE = fastpath._loss_signal_scale
+_HANDOVER = fastpath._leave_weight_grad_to_loss
 
 
 def _router_without(excluded: Collection[Any]) -> Callable:
@@ -85,6 +89,10 @@ def _never_reuse(grad: torch.Tensor, earlier: Any) -> None:
     return None
 
 
+def _never_hand_over(forward_node: Any, upstream: torch.Tensor) -> bool:
+    return False
+
+
 def _wgan_gp(fast: bool) -> Objective:
     return penalty_first(gp.Penalty("wgan-gp", WEIGHT, fast=fast))
 
@@ -104,13 +112,19 @@ class Variant:
     fold_rule: Callable | None = None
     reuse_rule: Callable | None = None
     slice_rule: Callable | None = None
+    handover_rule: Callable | None = None
 
     @property
-    def switches(
-        self,
-    ) -> tuple[bool, Callable | None, Callable | None, Callable | None, Callable | None]:
+    def switches(self) -> tuple[bool, Callable | None, ...]:
         """The arguments of :func:`switched` for this variant."""
-        return self.forced, self.router, self.fold_rule, self.reuse_rule, self.slice_rule
+        return (
+            self.forced,
+            self.router,
+            self.fold_rule,
+            self.reuse_rule,
+            self.slice_rule,
+            self.handover_rule,
+        )
 
 
 VARIANTS: dict[str, Variant] = {
@@ -127,7 +141,8 @@ VARIANTS: dict[str, Variant] = {
     "twins forced, no twin (the mode's own cost)": Variant(_wgan_gp, forced=True, router=_no_twin),
     "fast=False": Variant(_wgan_gp, fast=False),
     "r1 reuse: fast": Variant(_r1_reusing),
-    "r1 reuse: fast, input gradient recomputed": Variant(_r1_reusing, reuse_rule=_never_reuse),
+    "r1 reuse: fast, weight gradients apart": Variant(_r1_reusing, handover_rule=_never_hand_over),
+    "r1 reuse: fast, pass not reused": Variant(_r1_reusing, reuse_rule=_never_reuse),
     "r1 reuse: fast=False": Variant(_r1_reusing, fast=False),
 }
 PLAIN = Variant(lambda fast: plain, fast=False)
@@ -140,22 +155,25 @@ def switched(
     fold_rule: Callable | None,
     reuse_rule: Callable | None,
     slice_rule: Callable | None = None,
+    handover_rule: Callable | None = None,
 ) -> Iterator[None]:
-    """The fast path with its verdict, twin router, fold, reuse and slice rules replaced (None:
-    as is)."""
+    """The fast path with its verdict, twin router, fold, reuse, slice and weight hand-over
+    rules replaced (None: as is)."""
     gradients.twins_pay = _always if forced else _TWINS_PAY
     fastpath._twin = router or _TWIN
     fastpath._ConvGeometry._folds_input_grad = fold_rule or _FOLDS
-    fastpath._scaled_earlier_input_grad = reuse_rule or _REUSE
+    fastpath._loss_signal_scale = reuse_rule or _REUSE
     fastpath._PoolGeometry._by_slices = slice_rule or _SLICES
+    fastpath._leave_weight_grad_to_loss = handover_rule or _HANDOVER
     try:
         yield
     finally:
         gradients.twins_pay = _TWINS_PAY
         fastpath._twin = _TWIN
         fastpath._ConvGeometry._folds_input_grad = _FOLDS
-        fastpath._scaled_earlier_input_grad = _REUSE
+        fastpath._loss_signal_scale = _REUSE
         fastpath._PoolGeometry._by_slices = _SLICES
+        fastpath._leave_weight_grad_to_loss = _HANDOVER
 
 
 def cpu_seconds_per_step(runner: Runner, real: torch.Tensor, fake: torch.Tensor) -> float:

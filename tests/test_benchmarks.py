@@ -49,17 +49,21 @@ def test_each_variant_switches_off_its_part_and_restores_it() -> None:
         assert _node_kinds(judged) >= {"conv", "leaky ReLU"}
     signal = torch.ones(2, 3)
     earlier = parts.fastpath._InputOnlyPass.keep(signal, torch.ones(2, 4))
-    with parts.switched(False, None, parts._never_fold, parts._never_reuse):
+    with parts.switched(
+        False, None, parts._never_fold, parts._never_reuse, None, parts._never_hand_over
+    ):
+        assert parts.fastpath._leave_weight_grad_to_loss is parts._never_hand_over
         geometry = parts.fastpath._ConvGeometry(2, (1, 1), (0, 0), (1, 1), 1)
         assert not geometry._folds_input_grad(torch.empty(4, 1, 3, 3), torch.empty(2, 4, 6, 6))
         with torch.no_grad():
-            assert parts.fastpath._scaled_earlier_input_grad(2 * signal, earlier) is None
+            assert parts.fastpath._loss_signal_scale(2 * signal, earlier) is None
     assert _node_kinds() >= {"conv", "leaky ReLU"}
     geometry = parts.fastpath._ConvGeometry(2, (1, 1), (0, 0), (1, 1), 1)
     # the original rules are back
+    assert parts.fastpath._leave_weight_grad_to_loss is parts._HANDOVER
     assert geometry._folds_input_grad(torch.empty(4, 1, 3, 3), torch.empty(2, 4, 6, 6))
     with torch.no_grad():
-        assert parts.fastpath._scaled_earlier_input_grad(2 * signal, earlier) is not None
+        assert parts.fastpath._loss_signal_scale(2 * signal, earlier) is not None
 
 
 def _norm_pool_kinds() -> set[str | None]:

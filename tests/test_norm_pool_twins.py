@@ -176,7 +176,7 @@ def conv_critic() -> nn.Module:
 
 def test_only_a_reused_forward_keeps_the_input_only_pass(monkeypatch):
     """A penalty's own forward feeds only the penalty: its convolutions keep nothing for the
-    loss's backward; the loss's forward reused by R1 keeps the inner convolution's pass."""
+    loss's backward; the loss's forward reused by R1 keeps every convolution's pass."""
     kept: list[object] = []
     original = fastpath._InputOnlyPass.keep
     monkeypatch.setattr(fastpath._InputOnlyPass, "keep", lambda *a: kept.append(a) or original(*a))
@@ -188,21 +188,24 @@ def test_only_a_reused_forward_keeps_the_input_only_pass(monkeypatch):
     with gp.penalty_forward(critic=critic):
         scores = critic(x)
     gp.r1(critic, x, scores=scores).mean().backward()
-    assert len(kept) == 1  # the second convolution's (the first one's input is the leaf)
+    # both convolutions keep it: for the weight gradient; only the second for its input gradient
+    # (the first one's input is the leaf)
+    assert [input_grad is None for _, input_grad in kept] == [False, True]
 
 
 def test_a_group_norm_critic_stops_keeping_the_pass_after_its_first_call(monkeypatch):
     """Below a group norm the penalty's double backward reaches the forward graph, so the loss's
-    signal there is no multiple of the pass's. On the first call both inner convolutions keep
-    their pass: the one below the norm fails its check, the one above reuses. The verdict then
-    keeps no pass on this critic (the twins stay on); the gradients equal plain autograd's."""
+    signal there is no multiple of the pass's. On the first call every convolution keeps its
+    pass: the two below the norm fail their check (the first one's penalty weight gradient is
+    computed apart), the one above reuses. The verdict then keeps no pass on this critic (the
+    twins stay on); the gradients equal plain autograd's."""
     kept: list[object] = []
     checked: list[bool] = []
-    keep, check = fastpath._InputOnlyPass.keep, fastpath._scaled_earlier_input_grad
+    keep, check = fastpath._InputOnlyPass.keep, fastpath._loss_signal_scale
     monkeypatch.setattr(fastpath._InputOnlyPass, "keep", lambda *a: kept.append(a) or keep(*a))
     monkeypatch.setattr(
         fastpath,
-        "_scaled_earlier_input_grad",
+        "_loss_signal_scale",
         lambda *a: checked.append((result := check(*a)) is not None) or result,
     )
     torch.manual_seed(0)
@@ -224,7 +227,8 @@ def test_a_group_norm_critic_stops_keeping_the_pass_after_its_first_call(monkeyp
         kept.clear()
         checked.clear()
         got = gradients(True)
-        assert (len(kept), sorted(checked)) == ((2, [False, True]) if round_index == 0 else (0, []))
+        first = (3, [False, False, True])
+        assert (len(kept), sorted(checked)) == (first if round_index == 0 else (0, []))
         for grad, expected_grad in zip(got, expected, strict=True):
             torch.testing.assert_close(grad, expected_grad, rtol=1e-10, atol=1e-12)
     assert gp.gradients.twins_pay(critic) and not gp.gradients.input_grad_reuse_pays(critic)

@@ -148,17 +148,20 @@ def test_reused_forward_gives_the_loss_and_r1_gradients_of_plain_autograd(name):
     assert_all_close(*results)
 
 
-class CountInputGradients(TorchDispatchMode):
-    """Counts computed convolution input gradients (``convolution_backward``'s or the fold's)."""
+class CountConvGradients(TorchDispatchMode):
+    """Counts computed convolution input gradients (``convolution_backward``'s or the fold's),
+    weight gradients and calls of ``convolution_backward``."""
 
-    def __enter__(self) -> CountInputGradients:
-        self.count = 0
+    def __enter__(self) -> CountConvGradients:
+        self.inputs = self.weights = self.calls = 0
         return super().__enter__()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if func is torch.ops.aten.convolution_backward.default:
-            self.count += args[-1][0]
-        self.count += func is torch.ops.aten.col2im.default
+            self.inputs += args[-1][0]
+            self.weights += args[-1][1]
+            self.calls += 1
+        self.inputs += func is torch.ops.aten.col2im.default
         return func(*args, **(kwargs or {}))
 
 
@@ -173,9 +176,9 @@ def test_backward_with_inputs_skips_the_gradient_into_the_reused_batch():
             scores = critic(real)
         r1 = gp.r1(critic, real, scores=scores)
         critic.zero_grad(set_to_none=True)
-        with CountInputGradients() as counter:
+        with CountConvGradients() as counter:
             (scores.pow(2).mean() + 5.0 * r1.mean()).backward(inputs=inputs)
-        runs[twins, inputs is None] = (counter.count, [p.grad for p in params], real.grad)
+        runs[twins, inputs is None] = (counter.inputs, [p.grad for p in params], real.grad)
     full, pruned, plain = runs[True, True], runs[True, False], runs[False, True]
     assert pruned[2] is None
     assert pruned[0] == full[0] - 1  # the first conv's input gradient is not computed
@@ -185,8 +188,9 @@ def test_backward_with_inputs_skips_the_gradient_into_the_reused_batch():
 
 def reused_forward_backward(
     twins: bool, feature_weight: float = 0.0, dtype: torch.dtype = torch.float64
-) -> tuple[int, list[torch.Tensor]]:
-    """The DCGAN critic's reused-forward R1 step: input gradients computed in its backward.
+) -> tuple[tuple[int, int, int], list[torch.Tensor]]:
+    """The DCGAN critic's reused-forward R1 step: the convolution input and weight gradients
+    and the calls of ``convolution_backward`` in its backward, and the parameter gradients.
 
     The loss is ``mean(scores**2)`` (a different ``dL/dD`` per sample) plus, with
     ``feature_weight``, a loss on the last convolution's activation (a signal into that
@@ -203,17 +207,20 @@ def reused_forward_backward(
     r1 = gp.r1(critic, real, scores=scores)
     objective = scores.pow(2).mean() + 5.0 * r1.mean() + feature_weight * features[0].pow(3).mean()
     params = list(critic.parameters())
-    with CountInputGradients() as counter:
+    with CountConvGradients() as counter:
         objective.backward(inputs=params)
-    return counter.count, [p.grad for p in params]
+    return (counter.inputs, counter.weights, counter.calls), [p.grad for p in params]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_reused_forward_takes_the_input_gradient_of_the_penalty_pass(dtype):
-    """The inner convolution's input gradient is the input-only pass's, scaled per sample."""
-    fast_count, fast = reused_forward_backward(twins=True, dtype=dtype)
-    plain_count, plain = reused_forward_backward(twins=False, dtype=dtype)
-    assert (fast_count, plain_count) == (0, 1)
+def test_reused_forward_draws_on_the_penalty_pass(dtype):
+    """The inner convolution's input gradient is the input-only pass's, scaled per sample; each
+    convolution's weight gradient for the loss and the penalty is one kernel (plain autograd
+    takes the penalty's as a forward convolution, which is not counted), and its bias gradient a
+    sum (``convolution_backward`` would compute the weight's as well, at the full cost)."""
+    fast_counts, fast = reused_forward_backward(twins=True, dtype=dtype)
+    plain_counts, plain = reused_forward_backward(twins=False, dtype=dtype)
+    assert (fast_counts, plain_counts) == ((0, 2, 2), (1, 2, 2))
     if dtype == torch.float64:
         assert_all_close(fast, plain)
     else:
@@ -221,22 +228,81 @@ def test_reused_forward_takes_the_input_gradient_of_the_penalty_pass(dtype):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
-def test_a_loss_on_the_critics_features_gets_the_convolutions_own_input_gradient():
-    """A signal that is no multiple of the penalty pass's is not taken for one."""
-    count, fast = reused_forward_backward(twins=True, feature_weight=1e-3)
-    assert count == 1
+def test_weight_gradients_apart_give_the_same_gradients(monkeypatch):
+    """Without the hand-over each convolution computes the loss's and the penalty's weight
+    gradients apart: two kernels each, the same gradients."""
+    fused_counts, fused = reused_forward_backward(twins=True)
+    monkeypatch.setattr(fastpath, "_leave_weight_grad_to_loss", lambda *args: False)
+    apart_counts, apart = reused_forward_backward(twins=True)
+    assert (fused_counts, apart_counts) == ((0, 2, 2), (0, 4, 4))
+    assert_all_close(fused, apart)
+
+
+def test_a_loss_on_the_critics_features_gets_the_convolutions_own_gradients():
+    """A signal that is no multiple of the penalty pass's is not taken for one: the inner
+    convolution computes its input gradient, and both convolutions below the feature loss their
+    loss and penalty weight gradients apart."""
+    counts, fast = reused_forward_backward(twins=True, feature_weight=1e-3)
+    assert counts == (1, 4, 4)
     assert_all_close(fast, reused_forward_backward(twins=False, feature_weight=1e-3)[1])
 
 
+class _NoGradient(torch.autograd.Function):
+    """The identity whose backward sends no gradient (None) back."""
+
+    @staticmethod
+    def forward(ctx, t: torch.Tensor) -> torch.Tensor:
+        return t.clone()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> None:
+        return None
+
+
+@pytest.mark.parametrize("loss_reaches_the_forward", ["no", "with no gradient"])
+def test_the_penalty_keeps_its_weight_gradient_where_the_loss_gives_none(
+    loss_reaches_the_forward,
+):
+    """The penalty leaves its weight gradient only to a forward node that runs later in the same
+    backward: a backward of the penalty alone keeps it; a forward node that gets no gradient of
+    its own still adds the penalty's."""
+    critic, x = make("dcgan")
+    weights = [p for p in critic.parameters() if p.dim() > 1]  # the biases get none from R1
+    handed: list[bool] = []
+    original = fastpath._leave_weight_grad_to_loss
+
+    def gradients(twins: bool) -> list[torch.Tensor]:
+        real = x.detach().requires_grad_(True)
+        with gp.penalty_forward() if twins else torch.enable_grad():
+            scores = critic(real)
+        objective = 5.0 * gp.r1(critic, real, scores=scores).mean()
+        if loss_reaches_the_forward == "with no gradient":
+            objective = objective + _NoGradient.apply(scores).sum()
+        return torch.autograd.grad(objective, weights)
+
+    expected = gradients(False)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(
+            fastpath,
+            "_leave_weight_grad_to_loss",
+            lambda *args: handed.append(result := original(*args)) or result,
+        )
+        got = gradients(True)
+    assert handed == [loss_reaches_the_forward != "no"] * 2
+    assert_all_close(got, expected)
+
+
 def reuse(grad: torch.Tensor, signal: torch.Tensor, input_grad: torch.Tensor):
-    """``_scaled_earlier_input_grad`` for a pass that sent ``signal`` and got ``input_grad``."""
+    """The input gradient the loss's backward takes for ``grad`` from a pass that sent ``signal``
+    and got ``input_grad`` (``_loss_signal_scale``'s factor times it), or None (computed)."""
     earlier = fastpath._InputOnlyPass.keep(signal, input_grad)
-    return None if earlier is None else fastpath._scaled_earlier_input_grad(grad, earlier)
+    scale = None if earlier is None else fastpath._loss_signal_scale(grad, earlier)
+    return None if scale is None else input_grad * scale[:, None]
 
 
 @torch.no_grad()  # as in a backward that builds no graph
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_scaled_earlier_input_grad_by_hand(dtype):
+def test_loss_signal_scale_by_hand(dtype):
     signal = torch.tensor([[1.0, 2.0, -2.0], [0.0, 0.0, 0.0], [3.0, 0.0, 4.0]], dtype=dtype)
     input_grad = torch.tensor([[1.0, 1.0], [5.0, 5.0], [2.0, -1.0]], dtype=dtype)
     # per sample: 3 times, zero where the pass sent zero, -0.5 times
@@ -277,9 +343,9 @@ def test_the_check_holds_at_the_ends_of_the_dtypes_range(dtype):
 def test_a_pass_changed_in_place_since_is_not_reused():
     signal, input_grad = torch.ones(2, 3), torch.ones(2, 4)
     earlier = fastpath._InputOnlyPass.keep(signal, input_grad)
-    assert fastpath._scaled_earlier_input_grad(2 * signal, earlier) is not None
+    assert fastpath._loss_signal_scale(2 * signal, earlier) is not None
     input_grad.mul_(2)  # e.g. a caller editing the input gradient it was given
-    assert fastpath._scaled_earlier_input_grad(2 * signal, earlier) is None
+    assert fastpath._loss_signal_scale(2 * signal, earlier) is None
 
 
 @pytest.mark.parametrize("slope", [0.0, 0.2, -0.3])

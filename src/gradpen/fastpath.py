@@ -20,7 +20,8 @@ than the mathematics needs, and this module removes five such costs, without app
   an inner convolution needs an input gradient that the penalty's input-gradient pass already
   computed, up to a per-sample factor (the pass sends back 1 per score, the loss ``dL/dD``).
   The twin takes it from there instead of computing it again, after checking that the factor
-  explains the loss's signal (:func:`_scaled_earlier_input_grad`).
+  explains the loss's signal (:func:`_loss_signal_scale`). The same factor makes the loss's
+  weight gradient and the penalty's one kernel instead of two (:func:`_leave_weight_grad_to_loss`).
 - Group norm (:class:`_GroupNorm`). Its input gradient depends on its input, so its second
   derivative must reach back into the forward graph; PyTorch differentiates its group-norm
   backward as a composite of some thirty small operations. The twin's input gradient is one
@@ -34,8 +35,9 @@ than the mathematics needs, and this module removes five such costs, without app
   with the same values bit for bit.
 
 All are exact: their forward and first derivative give PyTorch's values (PyTorch's own kernels,
-or the same sums in the same order; a reused input gradient is one, times the factor, used only
-where the factor explains the loss's signal to within 64 roundings), and their second
+or the same sums in the same order; a reused input gradient is one, times the factor, and a
+fused weight gradient takes the loss's signal as that multiple, both used only where the factor
+explains the loss's signal to within 64 roundings), and their second
 derivative is the true one (``tests/test_penalty_forward.py`` and
 ``tests/test_norm_pool_twins.py`` compare values, input gradients and parameter gradients with
 plain autograd in float64, with gradcheck and gradgradcheck).
@@ -146,11 +148,13 @@ class _ConvGeometry:
         self, grad: Tensor, x: Tensor, weight: Tensor, mask: tuple[bool, bool, bool]
     ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
         """The input, weight and bias gradients selected by ``mask`` (differentiable)."""
-        grad_x = None
+        grad_x = grad_bias = None
         if mask[0] and self._folds_input_grad(weight, grad):
             grad_x, mask = self._input_grad_by_fold(grad, x, weight), (False, *mask[1:])
+        if mask[2] and not mask[1]:  # oneDNN would compute the weight's too, at its full cost
+            grad_bias, mask = grad.sum((0, *range(2, grad.dim()))), (*mask[:2], False)
         if not any(mask):
-            return grad_x, None, None
+            return grad_x, None, grad_bias
         grads = torch.ops.aten.convolution_backward(
             grad,
             x,
@@ -164,7 +168,15 @@ class _ConvGeometry:
             self.groups,
             list(mask),
         )
-        return (grads[0] if grad_x is None else grad_x), grads[1], grads[2]
+        return (
+            grads[0] if grad_x is None else grad_x,
+            grads[1],
+            grads[2] if grad_bias is None else grad_bias,
+        )
+
+    def weight_grad(self, grad: Tensor, x: Tensor, weight: Tensor) -> Tensor:
+        """The weight gradient for the signal ``grad`` at the output and the input ``x``."""
+        return self.backward(grad, x, weight, (False, True, False))[1]
 
     def _folds_input_grad(self, weight: Tensor, grad: Tensor) -> bool:
         """Whether the input gradient is a matmul and ``fold`` (:meth:`_input_grad_by_fold`).
@@ -217,27 +229,36 @@ class _ConvolutionInputGrad(torch.autograd.Function):
     PyTorch's own double backward of a convolution computes the weight gradient as a forward
     convolution with batch and channels swapped; here it is ``convolution_backward``'s weight
     gradient, which oneDNN / cuDNN run faster. ``shape_of`` only carries the input's shape.
+    ``forward_node``: the :class:`_Convolution` node whose input-only pass this is, where that
+    pass is kept for the loss's backward (forward reuse); the weight gradient may then be left
+    to that node (:func:`_leave_weight_grad_to_loss`).
     """
 
     @staticmethod
     def forward(
-        ctx: Any, grad: Tensor, shape_of: Tensor, weight: Tensor, geometry: _ConvGeometry
+        ctx: Any,
+        grad: Tensor,
+        shape_of: Tensor,
+        weight: Tensor,
+        geometry: _ConvGeometry,
+        forward_node: Any,
     ) -> Tensor:
         ctx.save_for_backward(grad, weight)
         ctx.geometry = geometry
+        ctx.forward_node = forward_node
         return geometry.backward(grad, shape_of, weight, (True, False, False))[0]
 
     @staticmethod
-    def backward(ctx: Any, upstream: Tensor) -> tuple[Tensor | None, None, Tensor | None, None]:
+    def backward(
+        ctx: Any, upstream: Tensor
+    ) -> tuple[Tensor | None, None, Tensor | None, None, None]:
         grad, weight = ctx.saved_tensors
         geometry: _ConvGeometry = ctx.geometry
         grad_of_grad = geometry.forward(upstream, weight, None) if ctx.needs_input_grad[0] else None
-        grad_of_weight = (
-            geometry.backward(grad, upstream, weight, (False, True, False))[1]
-            if ctx.needs_input_grad[2]
-            else None
-        )
-        return grad_of_grad, None, grad_of_weight, None
+        grad_of_weight = None
+        if ctx.needs_input_grad[2] and not _leave_weight_grad_to_loss(ctx.forward_node, upstream):
+            grad_of_weight = geometry.weight_grad(grad, upstream, weight)
+        return grad_of_grad, None, grad_of_weight, None, None
 
 
 # PyTorch's (private) query whether the running backward executes a node; None where absent.
@@ -253,12 +274,46 @@ def _engine_uses(node: Any) -> bool:
     ``autograd.grad`` PyTorch cannot answer for a leaf, and a PyTorch without the (private)
     query cannot answer at all: then the gradient is computed.
     """
+    return _engine_executes(node, unknown=True)
+
+
+def _engine_executes(node: Any, *, unknown: bool) -> bool:
+    """Whether the running backward executes ``node``; ``unknown`` where PyTorch cannot tell."""
     if _WILL_ENGINE_EXECUTE is None:
-        return True
+        return unknown
     try:
         return _WILL_ENGINE_EXECUTE(node)
     except RuntimeError:
-        return True
+        return unknown
+
+
+def _leave_weight_grad_to_loss(forward_node: Any, upstream: Tensor) -> bool:
+    """Leave the penalty's weight gradient at a convolution to the loss's backward through the
+    same forward node, which then computes both in one kernel; True where it was left.
+
+    With forward reuse (R1 on the loss's own forward) one backward differentiates both the
+    loss and the penalty. At a convolution the penalty's weight gradient is
+    ``sum_b corr(g_b, u_b)`` (``g`` the input-only pass's signal at the output, ``u`` this
+    node's upstream at the input) and the loss's ``sum_b corr(s_b, x_b)`` (``s`` its signal, ``x``
+    the forward's input). Where ``s_b = c_b g_b`` (the check of :func:`_loss_signal_scale`) the
+    two are one weight gradient, ``sum_b corr(g_b, c_b x_b + u_b)``: one kernel instead of two.
+    The penalty's node runs first (its nodes are newer: PyTorch's engine runs the newest ready
+    node first), so it leaves ``u`` on the forward node's kept pass, and only where that node
+    surely runs later in this backward and has not run yet; the forward node adds the penalty's
+    part in any case, fused or not (:meth:`_Convolution.backward`). Never in a backward that
+    builds a graph, nor where the pass was not kept.
+    """
+    earlier = getattr(forward_node, "input_only_pass", None)
+    if (
+        earlier is None
+        or earlier.upstream is not None
+        or torch.is_grad_enabled()
+        or not _reusable(upstream)
+        or not _engine_executes(forward_node, unknown=False)
+    ):
+        return False
+    earlier.upstream = upstream.detach()
+    return True
 
 
 class _Convolution(torch.autograd.Function):
@@ -267,9 +322,11 @@ class _Convolution(torch.autograd.Function):
     While :func:`gradient_of_scores` takes the input gradient it sets ``input_only`` on these
     nodes: the backward then returns just the input gradient, as a
     :class:`_ConvolutionInputGrad` (the weights get no gradient in that pass, which asks for the
-    input's only). Any other backward gets PyTorch's own gradients, except that a convolution
-    whose input has a graph of its own reuses that pass's input gradient where it can
-    (:func:`_scaled_earlier_input_grad`).
+    input's only). Any other backward gets PyTorch's own gradients, except that with forward
+    reuse (``keeps_pass``) the loss's backward draws on the pass where the loss's signal is a
+    per-sample multiple of the pass's (:func:`_loss_signal_scale`): the input gradient is that
+    multiple of the pass's, and the weight gradient also holds the penalty's part, which the
+    penalty's backward left here (:func:`_leave_weight_grad_to_loss`), in one kernel.
     """
 
     @staticmethod
@@ -279,7 +336,6 @@ class _Convolution(torch.autograd.Function):
         ctx.save_for_backward(x, weight)
         ctx.set_materialize_grads(False)
         ctx.geometry = geometry
-        ctx.has_bias = bias is not None
         ctx.input_only = ctx.keeps_pass = False
         ctx.input_only_pass = None
         return geometry.forward(x, weight, bias)
@@ -288,26 +344,50 @@ class _Convolution(torch.autograd.Function):
     def backward(
         ctx: Any, grad: Tensor | None
     ) -> tuple[Tensor | None, Tensor | None, Tensor | None, None]:
-        if grad is None:
+        if ctx.input_only:
+            return _Convolution._input_only(ctx, grad)
+        earlier, ctx.input_only_pass = ctx.input_only_pass, None
+        upstream = None if earlier is None else earlier.upstream  # the penalty's, left here
+        if grad is None and upstream is None:
             return None, None, None, None
         x, weight = ctx.saved_tensors
         geometry: _ConvGeometry = ctx.geometry
+        if grad is None:  # only the penalty's weight gradient reaches this node
+            return None, geometry.weight_grad(earlier.signal, upstream, weight), None, None
         needs_x, needs_weight, needs_bias = ctx.needs_input_grad[:3]
-        if ctx.input_only:  # the pass asks for the input's gradient: every conv on the way needs it
-            if not needs_x:
-                return None, None, None, None
-            grad_x = _ConvolutionInputGrad.apply(grad, x.detach(), weight, geometry)
-            if ctx.keeps_pass and x.grad_fn is not None:  # a later backward may need this grad
-                ctx.input_only_pass = _InputOnlyPass.keep(grad, grad_x)
-            return grad_x, None, None, None
         needs_x = needs_x and _engine_uses(ctx.next_functions[0][0])
-        earlier, ctx.input_only_pass = ctx.input_only_pass, None
-        reused_x = (
-            _scaled_earlier_input_grad(grad, earlier) if needs_x and earlier is not None else None
-        )
-        mask = (needs_x and reused_x is None, needs_weight, needs_bias and ctx.has_bias)
+        reuses_x = needs_x and earlier is not None and earlier.input_grad is not None
+        scale = _loss_signal_scale(grad, earlier) if reuses_x or upstream is not None else None
+        reuses_x = reuses_x and scale is not None
+        fuses_weight = upstream is not None and scale is not None
+        mask = (needs_x and not reuses_x, needs_weight and not fuses_weight, needs_bias)
         grad_x, grad_weight, grad_bias = geometry.backward(grad, x, weight, mask)
-        return (grad_x if reused_x is None else reused_x), grad_weight, grad_bias, None
+        per_sample = None if scale is None else scale.view(-1, *[1] * (x.dim() - 1))
+        if reuses_x:
+            grad_x = earlier.input_grad * per_sample
+        if fuses_weight:  # sum_b corr(g_b, c_b x_b + u_b): the loss's and the penalty's
+            combined = torch.addcmul(upstream, x, per_sample)
+            grad_weight = geometry.weight_grad(earlier.signal, combined, weight)
+        elif upstream is not None:
+            grad_weight = grad_weight + geometry.weight_grad(earlier.signal, upstream, weight)
+        return grad_x, grad_weight, grad_bias, None
+
+    @staticmethod
+    def _input_only(ctx: Any, grad: Tensor | None) -> tuple[Tensor | None, None, None, None]:
+        """The input-only pass's backward: the input gradient as a :class:`_ConvolutionInputGrad`,
+        and with forward reuse the pass kept for the loss's backward."""
+        if grad is None or not ctx.needs_input_grad[0]:
+            return None, None, None, None
+        x, weight = ctx.saved_tensors
+        keeps = ctx.keeps_pass and (x.grad_fn is not None or ctx.needs_input_grad[1])
+        grad_x = _ConvolutionInputGrad.apply(
+            grad, x.detach(), weight, ctx.geometry, ctx if keeps else None
+        )
+        if keeps:  # a later backward may reuse the input gradient (not a leaf's) or the signal
+            ctx.input_only_pass = _InputOnlyPass.keep(
+                grad, grad_x if x.grad_fn is not None else None
+            )
+        return grad_x, None, None, None
 
 
 # How far (relative, per sample) a backward signal may be from a multiple of the input-only
@@ -316,54 +396,66 @@ _PROPORTIONAL_ULPS = 64
 
 
 def _reusable(t: Tensor) -> bool:
-    """Whether an input gradient at ``t``'s device and dtype may be reused: CPU float32 / 64."""
+    """Whether a pass at ``t``'s device and dtype may be reused: CPU float32 / 64."""
     return t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64)
 
 
-class _InputOnlyPass(NamedTuple):
+@dataclass
+class _InputOnlyPass:
     """What the input-only pass sent into a convolution and what it got out, and their versions.
 
-    ``input_grad = conv^T(signal, weight)``. The versions are PyTorch's in-place counters at the
-    time of the pass: a tensor changed in place since (a hook, a caller editing the returned
-    input gradient) is not reused.
+    ``input_grad = conv^T(signal, weight)``, None where the convolution's input is a leaf (no
+    later backward needs it). The versions are PyTorch's in-place counters at the time of the
+    pass: a tensor changed in place since (a hook, a caller editing the returned input
+    gradient) is not reused. ``upstream``: the penalty's signal at the convolution's input, where
+    the penalty's backward left its weight gradient to the loss's
+    (:func:`_leave_weight_grad_to_loss`).
     """
 
     signal: Tensor
-    input_grad: Tensor
-    versions: tuple[int, int]
+    input_grad: Tensor | None
+    versions: tuple[int, ...]
+    upstream: Tensor | None = None
 
     @classmethod
-    def keep(cls, signal: Tensor, input_grad: Tensor) -> _InputOnlyPass | None:
+    def keep(cls, signal: Tensor, input_grad: Tensor | None) -> _InputOnlyPass | None:
         """The pass to keep for a later backward; None where it could never be reused."""
         if not _reusable(signal):
             return None
-        signal, input_grad = signal.detach(), input_grad.detach()
-        return cls(signal, input_grad, (signal._version, input_grad._version))
+        signal = signal.detach()
+        input_grad = None if input_grad is None else input_grad.detach()
+        return cls(signal, input_grad, _versions(signal, input_grad))
 
     def unchanged(self) -> bool:
-        return (self.signal._version, self.input_grad._version) == self.versions
+        return _versions(self.signal, self.input_grad) == self.versions
 
 
-def _scaled_earlier_input_grad(grad: Tensor, earlier: _InputOnlyPass) -> Tensor | None:
-    """The input gradient for ``grad`` from the input-only pass's, where ``grad`` is its multiple.
+def _versions(*tensors: Tensor | None) -> tuple[int, ...]:
+    """PyTorch's in-place counters of the tensors given (None skipped)."""
+    return tuple(t._version for t in tensors if t is not None)
+
+
+def _loss_signal_scale(grad: Tensor, earlier: _InputOnlyPass) -> Tensor | None:
+    """The per-sample factor ``c`` ``(B,)`` with ``grad = c * earlier.signal``, or None.
 
     With forward reuse (R1 on the loss's own forward) the training loss's signal at a
     convolution is, per sample, a multiple ``c_b`` of the input-only pass's wherever the
     penalty's double backward does not feed the forward graph: the pass sends ``1`` back from
     each score, the loss sends ``dL/dD_b``, and everything in between is linear in what is sent
     back. Then the input gradient is ``c_b`` times the pass's, and the convolution skips
-    computing it again (one of the step's largest kernels). Each sample's ``c_b`` is the
-    least-squares fit, on rows scaled to a largest entry of 1 (so that no norm overflows or
-    underflows), and it is used only if the rest of the signal is within
+    computing it again (one of the step's largest kernels); and the loss's weight gradient
+    joins the penalty's in one kernel (:func:`_leave_weight_grad_to_loss`). Each sample's
+    ``c_b`` is the least-squares fit, on rows scaled to a largest entry of 1 (so that no norm
+    overflows or underflows), and it is used only if the rest of the signal is within
     :data:`_PROPORTIONAL_ULPS` roundings of its norm; anything else (a loss on the critic's
     features, a normalization that feeds the penalty back through the forward graph) gets the
-    convolution's own input gradient. So does a backward that builds a graph
+    convolution's own gradients. So does a backward that builds a graph
     (``create_graph=True``): the reused gradient is not differentiable in the weight. CPU
     float32 / float64 only: the check reads its verdict on the host, which on a GPU would stall
     the backward.
 
     Returns:
-        The input gradient, or None where it has to be computed.
+        ``c``, shape ``(B,)``, or None where the signal is no such multiple.
     """
     if (
         torch.is_grad_enabled()
@@ -389,7 +481,7 @@ def _scaled_earlier_input_grad(grad: Tensor, earlier: _InputOnlyPass) -> Tensor 
     scale = fit * (flat_max / reference_max).squeeze(1)
     if not bool(((residual <= allowed) & torch.isfinite(scale)).all()):
         return None
-    return earlier.input_grad * scale.view(-1, *[1] * (grad.dim() - 1))
+    return scale
 
 
 class _GroupStatistics(NamedTuple):
@@ -927,9 +1019,9 @@ def input_only_pass(nodes: Iterable[Any], *, reused_forward: bool = False) -> It
     Args:
         nodes: the autograd nodes of the scores' graph (any iterable; others are ignored).
         reused_forward: the forward is also the training loss's (forward reuse), so the loss's
-            backward may reuse the pass's input gradients: inner convolutions keep them
-            (:func:`_scaled_earlier_input_grad`). A penalty's own forward feeds only the penalty,
-            and keeps nothing.
+            backward may reuse the pass: convolutions keep it, for their input gradient and
+            their weight gradient (:func:`_loss_signal_scale`). A penalty's own forward feeds
+            only the penalty, and keeps nothing.
     """
     twinned = [node for node in nodes if isinstance(node, _INPUT_ONLY_NODES)]
     for node in twinned:
