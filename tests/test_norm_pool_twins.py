@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import gradpen as gp
+from autograd_helpers import NoGradient
 from gradpen import fastpath
 from gradpen.gradients import graph_nodes
 
@@ -277,18 +278,6 @@ def test_average_pool_calls_pytorch_refuses_are_refused_inside_the_context(call)
     assert str(inside.value) == str(plain.value)
 
 
-class _NoGradient(torch.autograd.Function):
-    """The identity whose backward sends no gradient (None) back."""
-
-    @staticmethod
-    def forward(ctx, t: torch.Tensor) -> torch.Tensor:
-        return t.clone()
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> None:
-        return None
-
-
 @pytest.mark.parametrize("kind", ["conv", "group norm", "average pool", "leaky ReLU"])
 def test_a_twin_that_gets_no_gradient_passes_none_on(kind):
     """A twin whose output gets no gradient (a node above it sent none, as PyTorch's own
@@ -305,7 +294,7 @@ def test_a_twin_that_gets_no_gradient_passes_none_on(kind):
     with gp.penalty_forward():
         out = layers[kind](x)
     assert fastpath.twin_kind(out.grad_fn) == kind
-    grads = torch.autograd.grad(_NoGradient.apply(out).sum(), [x, weight, scale], allow_unused=True)
+    grads = torch.autograd.grad(NoGradient.apply(out).sum(), [x, weight, scale], allow_unused=True)
     assert grads == (None, None, None)
 
 

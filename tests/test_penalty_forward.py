@@ -14,6 +14,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import gradpen as gp
+from autograd_helpers import NoGradient
 from gradpen import fastpath
 from gradpen.nets import DCGANCritic28
 from gradpen.nets.zoo import ResNetGNCritic
@@ -247,18 +248,6 @@ def test_a_loss_on_the_critics_features_gets_the_convolutions_own_gradients():
     assert_all_close(fast, reused_forward_backward(twins=False, feature_weight=1e-3)[1])
 
 
-class _NoGradient(torch.autograd.Function):
-    """The identity whose backward sends no gradient (None) back."""
-
-    @staticmethod
-    def forward(ctx, t: torch.Tensor) -> torch.Tensor:
-        return t.clone()
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> None:
-        return None
-
-
 @pytest.mark.parametrize("loss_reaches_the_forward", ["no", "with no gradient"])
 def test_the_penalty_keeps_its_weight_gradient_where_the_loss_gives_none(
     loss_reaches_the_forward,
@@ -277,7 +266,7 @@ def test_the_penalty_keeps_its_weight_gradient_where_the_loss_gives_none(
             scores = critic(real)
         objective = 5.0 * gp.r1(critic, real, scores=scores).mean()
         if loss_reaches_the_forward == "with no gradient":
-            objective = objective + _NoGradient.apply(scores).sum()
+            objective = objective + NoGradient.apply(scores).sum()
         return torch.autograd.grad(objective, weights)
 
     expected = gradients(False)
