@@ -356,9 +356,9 @@ class _Convolution(torch.autograd.Function):
             return None, geometry.weight_grad(earlier.signal, upstream, weight), None, None
         needs_x, needs_weight, needs_bias = ctx.needs_input_grad[:3]
         needs_x = needs_x and _engine_uses(ctx.next_functions[0][0])
-        reuses_x = needs_x and earlier is not None and earlier.input_grad is not None
-        scale = _loss_signal_scale(grad, earlier) if reuses_x or upstream is not None else None
-        reuses_x = reuses_x and scale is not None
+        may_reuse_x = needs_x and earlier is not None and earlier.input_grad is not None
+        scale = _loss_signal_scale(grad, earlier) if may_reuse_x or upstream is not None else None
+        reuses_x = may_reuse_x and scale is not None
         fuses_weight = upstream is not None and scale is not None
         mask = (needs_x and not reuses_x, needs_weight and not fuses_weight, needs_bias)
         grad_x, grad_weight, grad_bias = geometry.backward(grad, x, weight, mask)
