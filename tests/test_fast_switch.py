@@ -181,6 +181,54 @@ def test_a_reused_forward_run_without_the_twins_does_not_judge_them(monkeypatch)
     assert gp.gradients._VERDICTS[critic] == (True, True)
 
 
+def test_a_convolution_below_the_size_rule_runs_as_pytorchs_own(monkeypatch):
+    """With the shipped :data:`~gradpen.fastpath.SMALL_CONV_MACS`, a convolution of 9.4M
+    multiply-accumulates runs as the twin and one of 74k as PyTorch's own; the penalty and its
+    parameter gradients are plain autograd's."""
+    monkeypatch.undo()  # the shipped rule (conftest twins every convolution)
+    assert 74_000 < fastpath.SMALL_CONV_MACS <= 9_400_000
+    calls = count_twin_calls(monkeypatch)
+    torch.manual_seed(0)
+    critic = nn.Sequential(
+        nn.Conv2d(8, 32, 3, padding=1), nn.ReLU(),  # 4 * 32 * 32 * 32 * 8 * 3 * 3 = 9.4M
+        nn.Conv2d(32, 1, 3, stride=4, padding=1),  # 4 * 1 * 8 * 8 * 32 * 3 * 3 = 74k
+        nn.Flatten(), nn.Linear(64, 1),
+    ).double()  # fmt: skip
+    real = torch.randn(4, 8, 32, 32, dtype=torch.float64)
+    term, grads = term_and_grads(critic, "r1", real, None, fast=True)
+    assert calls.count("_Convolution") == 1
+    expected, expected_grads = term_and_grads(critic, "r1", real, None, fast=False)
+    torch.testing.assert_close(term, expected, rtol=1e-12, atol=1e-14)
+    for grad, expected_grad in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(grad, expected_grad, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("x_shape", "w_shape", "stride", "padding", "dilation", "groups"),
+    [
+        ((8, 3, 64, 64), (4, 3, 4, 4), 2, 2, 1, 1),  # the multi-scale critic's first conv
+        ((2, 6, 17), (4, 3, 5), 3, 1, 2, 2),
+        ((1, 2, 5, 6, 7), (3, 2, 2, 3, 1), (1, 2, 1), (0, 1, 2), 1, 1),
+    ],
+)
+def test_multiply_accumulates_match_pytorchs_flop_counter(
+    x_shape, w_shape, stride, padding, dilation, groups
+):
+    """Half of torch.utils.flop_counter's convolution FLOPs (two per multiply-accumulate)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    dims = len(x_shape) - 2
+    x, weight = torch.randn(x_shape), torch.randn(w_shape)
+    geometry = fastpath._ConvGeometry(
+        dims, *(fastpath._as_tuple(v, dims) for v in (stride, padding, dilation)), groups
+    )
+    with FlopCounterMode(display=False) as counter:
+        geometry.forward(x, weight, None)
+    assert geometry.multiply_accumulates(x, weight) == counter.get_total_flops() // 2
+    if x_shape == (8, 3, 64, 64):
+        assert geometry.multiply_accumulates(x, weight) == 8 * 4 * 33 * 33 * 3 * 4 * 4
+
+
 def test_input_path_holds_the_nodes_between_x_and_the_scores_only():
     x = torch.randn(3, requires_grad=True)
     weight = torch.randn(3, requires_grad=True)

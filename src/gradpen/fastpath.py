@@ -74,6 +74,7 @@ __all__ = [
     "FEW_CHANNELS",
     "FOLD_COLUMNS",
     "FOLD_FILTERS",
+    "SMALL_CONV_MACS",
     "fast_or_plain",
     "input_only_pass",
     "reaches_forward_on_purpose",
@@ -127,6 +128,11 @@ FEW_CHANNELS = 3
 # _folds_input_grad`): with at least this many filters, or at most this many columns per sample.
 FOLD_FILTERS = 64
 FOLD_COLUMNS = 2**15
+# A convolution call with fewer multiply-accumulates than this runs as PyTorch's own: there the
+# twin's Python dispatch (its forward, backward and double backward node) costs more than its
+# kernels save (``benchmarks/fast_path_sizes.py``: on CPU the twins lose below a few million).
+# 0 twins every convolution.
+SMALL_CONV_MACS = 4_000_000
 _CONV_ARGUMENTS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
 
 
@@ -139,6 +145,17 @@ class _ConvGeometry:
     padding: tuple[int, ...]
     dilation: tuple[int, ...]
     groups: int
+
+    def multiply_accumulates(self, x: Tensor, weight: Tensor) -> int:
+        """The multiply-accumulates of the convolution of ``x`` ``(B, C, *S)`` with ``weight``
+        ``(C_out, C / groups, *K)``: ``B * C_out * prod(output size) * (C / groups) * prod(K)``."""
+        output_size = (
+            (size + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
+            for size, pad, dilation, kernel, stride in zip(
+                x.shape[2:], self.padding, self.dilation, weight.shape[2:], self.stride, strict=True
+            )
+        )
+        return x.shape[0] * math.prod(output_size) * weight.numel()
 
     def forward(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         conv = (F.conv1d, F.conv2d, F.conv3d)[self.dims - 1]
@@ -890,8 +907,9 @@ def _convolution(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Te
     """``func(*args, **kwargs)`` as a :class:`_Convolution`, or None where it does not apply.
 
     It applies to batched inputs with leaf weights (module parameters: a weight computed from
-    the input, or by a parametrization, keeps PyTorch's convolution) and integer padding.
-    Under autocast the operands are cast as autocast would cast them.
+    the input, or by a parametrization, keeps PyTorch's convolution), integer padding, and at
+    least :data:`SMALL_CONV_MACS` multiply-accumulates. Under autocast the operands are cast as
+    autocast would cast them.
     """
     dims = _CONVOLUTIONS[func]
     # A malformed call never gets here: PyTorch parses the arguments before the mode sees them.
@@ -922,10 +940,11 @@ def _convolution(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Te
     if x.dtype != weight.dtype or (bias is not None and bias.dtype != x.dtype):
         return None
     stride, padding, dilation = geometry
+    conv = _ConvGeometry(dims, stride, padding, dilation, groups)
+    if conv.multiply_accumulates(x, weight) < SMALL_CONV_MACS:
+        return None
     with torch.autocast(device, enabled=False) if autocast else contextlib.nullcontext():
-        return _Convolution.apply(
-            x, weight, bias, _ConvGeometry(dims, stride, padding, dilation, groups)
-        )
+        return _Convolution.apply(x, weight, bias, conv)
 
 
 class _PenaltyForward(TorchFunctionMode):
