@@ -3,9 +3,10 @@
     python benchmarks/fast_path_parts.py [--critic NAME ...] [--repeats N]
 
 The fast path (:mod:`gradpen.fastpath`) has these parts: the ReLU / leaky ReLU twin, the
-convolution twin, (on CPU) the ``fold`` input gradient of convolutions from 1-3 channels where
-it pays (``_folds_input_grad``), the group-norm twin, the average-pooling twin (on CPU, disjoint
-windows as strided slices), and,
+convolution twin (on convolutions of at least ``fastpath.SMALL_CONV_MACS`` multiply-accumulates;
+a smaller one runs as PyTorch's own), (on CPU) the ``fold`` input gradient of convolutions from
+1-3 channels where it pays (``_folds_input_grad``), the group-norm twin, the average-pooling twin
+(on CPU, disjoint windows as strided slices), and,
 with forward reuse, the loss's backward drawing on the penalty's input-gradient pass where the
 loss's signal is a per-sample multiple of the pass's (``fastpath._loss_signal_scale``): an inner
 convolution's input gradient taken from the pass, and each convolution's weight gradient for the
@@ -113,6 +114,7 @@ class Variant:
     reuse_rule: Callable | None = None
     slice_rule: Callable | None = None
     handover_rule: Callable | None = None
+    small_conv_macs: int | None = None  # fastpath.SMALL_CONV_MACS (None: as is)
 
     @property
     def switches(self) -> tuple[bool, Callable | None, ...]:
@@ -124,12 +126,14 @@ class Variant:
             self.reuse_rule,
             self.slice_rule,
             self.handover_rule,
+            self.small_conv_macs,
         )
 
 
 VARIANTS: dict[str, Variant] = {
     "fast": Variant(_wgan_gp),
     "fast, twins forced": Variant(_wgan_gp, forced=True),
+    "twins forced, every conv twinned": Variant(_wgan_gp, forced=True, small_conv_macs=0),
     "twins forced, no fold": Variant(_wgan_gp, forced=True, fold_rule=_never_fold),
     "twins forced, no conv twin": Variant(_wgan_gp, forced=True, router=_without_convolutions),
     "twins forced, no activation twin": Variant(_wgan_gp, forced=True, router=_without_activations),
@@ -156,15 +160,19 @@ def switched(
     reuse_rule: Callable | None,
     slice_rule: Callable | None = None,
     handover_rule: Callable | None = None,
+    small_conv_macs: int | None = None,
 ) -> Iterator[None]:
     """The fast path with its verdict, twin router, fold, reuse, slice and weight hand-over
-    rules replaced (None: as is)."""
+    rules and its convolution size threshold replaced (None: as is)."""
     gradients.twins_pay = _always if forced else _TWINS_PAY
     fastpath._twin = router or _TWIN
     fastpath._ConvGeometry._folds_input_grad = fold_rule or _FOLDS
     fastpath._loss_signal_scale = reuse_rule or _REUSE
     fastpath._PoolGeometry._by_slices = slice_rule or _SLICES
     fastpath._leave_weight_grad_to_loss = handover_rule or _HANDOVER
+    small_conv_macs_before = fastpath.SMALL_CONV_MACS
+    if small_conv_macs is not None:
+        fastpath.SMALL_CONV_MACS = small_conv_macs
     try:
         yield
     finally:
@@ -174,6 +182,7 @@ def switched(
         fastpath._loss_signal_scale = _REUSE
         fastpath._PoolGeometry._by_slices = _SLICES
         fastpath._leave_weight_grad_to_loss = _HANDOVER
+        fastpath.SMALL_CONV_MACS = small_conv_macs_before
 
 
 def cpu_seconds_per_step(runner: Runner, real: torch.Tensor, fake: torch.Tensor) -> float:

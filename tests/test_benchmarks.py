@@ -41,6 +41,10 @@ def test_each_variant_switches_off_its_part_and_restores_it() -> None:
         assert "leaky ReLU" in kinds and "conv" not in kinds
     with parts.switched(True, parts._no_twin, None, None):
         assert _node_kinds() == {None}
+    with parts.switched(True, None, None, None, None, None, 10**9):  # every conv below it
+        kinds = _node_kinds()
+        assert "leaky ReLU" in kinds and "conv" not in kinds
+    assert parts.fastpath.SMALL_CONV_MACS == 0  # conftest's, back
     # A critic the fast path steps aside for gets the twins only when they are forced.
     judged = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.LayerNorm([2, 4, 4]))
     gp.input_gradient(judged, torch.randn(2, 1, 6, 6)).sum().backward()

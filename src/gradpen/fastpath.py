@@ -44,9 +44,11 @@ plain autograd in float64, with gradcheck and gradgradcheck).
 
 How it is switched: every penalty takes ``fast=True`` (PyTorch's ``foreach=`` convention);
 ``fast=False`` runs plain autograd. Inside :func:`twins` a ``TorchFunctionMode`` routes
-out-of-place ReLU / leaky ReLU, ``conv1d/2d/3d`` with parameter weights, ``group_norm`` and
-``avg_pool2d/3d`` to the twins; every other op runs unchanged, so an unknown op is never a
-problem. If a twin fails on a call it does
+out-of-place ReLU / leaky ReLU, ``conv1d/2d/3d`` with parameter weights and at least
+:data:`SMALL_CONV_MACS` multiply-accumulates, ``group_norm`` and ``avg_pool2d/3d`` to the
+twins; every other op runs unchanged, so an unknown op is never a problem. A smaller
+convolution runs as PyTorch's own, which is as exact: its twin's Python dispatch would cost
+more than its kernels save. If a twin fails on a call it does
 not handle, the call runs as plain PyTorch instead, with a warning (never an error of its own).
 A twin whose output gets no gradient (PyTorch's own double backward of a convolution with a
 computed weight sends none into the forward graph) passes none on: PyTorch would hand a custom
