@@ -9,7 +9,8 @@ twins keep the double backward off the forward graph; with it the input gradient
 the activations by design, and the group-norm twin reaches back through one fused node
 (:class:`gradpen.fastpath._GroupNormInputGrad`); the fast path keeps the twins on both
 (:func:`gradpen.gradients.judge_twins`), and the tiny sizes of the first rows are where they
-do not pay. Each row times, interleaved in a shuffled order per
+do not pay (the fast path runs a convolution below ``fastpath.SMALL_CONV_MACS`` as PyTorch's
+own; here every convolution runs as the twin). Each row times, interleaved in a shuffled order per
 round, a step (penalty first, one backward, Adam) with the twins forced on and with
 ``fast=False``, and prints the median CPU time (``time.process_time``) of the first over the
 second: below 1 the twins pay. The first conv's multiply-accumulates locate the break-even.
@@ -27,6 +28,7 @@ from penalty_overhead import Runner, penalty_first
 from torch import nn
 
 import gradpen as gp
+import gradpen.fastpath as fastpath
 import gradpen.gradients as gradients
 
 # (channels C, side S, batch B): the conv work grows about 500-fold from the first to the last
@@ -62,8 +64,9 @@ def ratio(channels: int, side: int, batch: int, norm: bool, repeats: int) -> flo
         objective = penalty_first(gp.Penalty("wgan-gp", 10.0, fast=fast))
         runners[fast] = Runner(objective, 1, block_critic(channels, norm))
     times: dict[bool, list[float]] = {True: [], False: []}
-    judged = gradients.twins_pay
-    gradients.twins_pay = lambda critic: True  # the twins forced, even where they step aside
+    judged, small_conv_macs = gradients.twins_pay, fastpath.SMALL_CONV_MACS
+    gradients.twins_pay = lambda critic: True  # the twins forced, even where they step aside,
+    fastpath.SMALL_CONV_MACS = 0  # and on every convolution, however small
     try:
         for round_index in range(repeats + WARMUP):
             order = [True, False]
@@ -74,7 +77,7 @@ def ratio(channels: int, side: int, batch: int, norm: bool, repeats: int) -> flo
                 if round_index >= WARMUP:
                     times[fast].append(time.process_time() - start)
     finally:
-        gradients.twins_pay = judged
+        gradients.twins_pay, fastpath.SMALL_CONV_MACS = judged, small_conv_macs
     return statistics.median(times[True]) / statistics.median(times[False])
 
 

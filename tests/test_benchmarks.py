@@ -111,18 +111,21 @@ def test_sizes_benchmark_critics_keep_the_twins_with_and_without_group_norm() ->
     assert sizes.block_critic(8, False)[0](torch.randn(1, 8, 16, 16)).shape[-1] == 9
 
 
-def test_sizes_benchmark_forces_the_twins_and_restores_the_verdict(monkeypatch) -> None:
+def test_sizes_benchmark_forces_the_twins_and_restores_the_rules(monkeypatch) -> None:
     calls = []
-    original = gp.fastpath._PiecewiseLinear.apply
-    monkeypatch.setattr(
-        gp.fastpath._PiecewiseLinear, "apply", lambda *a: calls.append(1) or original(*a)
-    )
+    for twin in (gp.fastpath._PiecewiseLinear, gp.fastpath._Convolution):
+        original = twin.apply
+        monkeypatch.setattr(
+            twin, "apply", lambda *a, _f=original, _n=twin.__name__: calls.append(_n) or _f(*a)
+        )
+    monkeypatch.setattr(gp.fastpath, "SMALL_CONV_MACS", 10**9)  # above every conv here
     verdict = gp.gradients.twins_pay
-    # Forced (whatever the verdict), every step of the fast configuration (1 timed + WARMUP)
-    # runs both leaky ReLUs as twins.
+    # Forced (whatever the verdict and the size rule), every step of the fast configuration
+    # (1 timed + WARMUP) runs both leaky ReLUs and all three convolutions as twins.
     assert math.isfinite(sizes.ratio(4, 8, 2, True, repeats=1))
-    assert len(calls) == 2 * (1 + sizes.WARMUP)
-    assert gp.gradients.twins_pay is verdict
+    assert calls.count("_PiecewiseLinear") == 2 * (1 + sizes.WARMUP)
+    assert calls.count("_Convolution") == 3 * (1 + sizes.WARMUP)
+    assert gp.gradients.twins_pay is verdict and gp.fastpath.SMALL_CONV_MACS == 10**9
 
 
 def test_every_benchmark_critic_scores_its_own_data() -> None:
